@@ -1,0 +1,38 @@
+"""lightning_advkd: Adversarial Network Compression (label-free adversarial knowledge distillation) for Lightning."""
+
+from lightning_advkd.callbacks import (
+    AdversarialSamples,
+    DiscriminatorRegularizer,
+    DiscriminatorStepInputs,
+    InstanceNoise,
+    LabelSmoothing,
+    R1Penalty,
+    WeightPenalty,
+)
+from lightning_advkd.discriminator import MLPDiscriminator
+from lightning_advkd.export import load_student_state_dict
+from lightning_advkd.features import FeatureTap, FeatureTapError
+from lightning_advkd.module import AdversarialDistillation, NonFiniteLossError
+from lightning_advkd.schedules import ConstantSchedule, LinearDecay, LinearWarmup, StepSchedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdversarialDistillation",
+    "AdversarialSamples",
+    "ConstantSchedule",
+    "DiscriminatorRegularizer",
+    "DiscriminatorStepInputs",
+    "FeatureTap",
+    "FeatureTapError",
+    "InstanceNoise",
+    "LabelSmoothing",
+    "LinearDecay",
+    "LinearWarmup",
+    "MLPDiscriminator",
+    "NonFiniteLossError",
+    "R1Penalty",
+    "StepSchedule",
+    "WeightPenalty",
+    "load_student_state_dict",
+]

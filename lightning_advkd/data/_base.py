@@ -1,0 +1,347 @@
+"""The shared base of the image-classification LightningDataModules: splits, loaders, seeding, transforms."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[Any], Any]
+
+
+def to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[Transform]:
+    """The tail every pipeline ends with: image (PIL or uint8 CHW tensor) -> normalized float32 CHW tensor.
+
+    Args:
+        mean: Per-channel mean of the [0, 1]-scaled images.
+        std: Per-channel standard deviation of the [0, 1]-scaled images.
+
+    Returns:
+        A list of v2 transforms, to be appended to the geometric ones.
+    """
+    return [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(mean), list(std)),
+        # Plain tensors out: `tv_tensors.Image` batches would carry their subclass into user code.
+        v2.ToPureTensor(),
+    ]
+
+
+class TransformedSubset(Dataset):
+    """A view of ``dataset`` restricted to ``indices``, with ``transform`` applied to the image of each sample.
+
+    The underlying dataset returns untransformed samples, either ``(image, label)`` tuples or bare images (unlabeled
+    data); the transform only touches the image. One loaded dataset can so back both the augmented train subset and
+    the validation subset that uses the deterministic eval transform.
+
+    Args:
+        dataset: Map-style dataset of untransformed samples.
+        indices: Indices into ``dataset``; ``None`` means all of it.
+        transform: Applied to the image; ``None`` returns the sample unchanged.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int] | None = None, transform: Transform | None = None):
+        self.dataset = dataset
+        self.indices = list(indices) if indices is not None else None
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        sample = self.dataset[self.indices[index] if self.indices is not None else index]
+        if self.transform is None:
+            return sample
+        if isinstance(sample, tuple):
+            image, *rest = sample
+            return (self.transform(image), *rest)
+        return self.transform(sample)
+
+
+def check_val_split(val_split: int | float) -> None:
+    """Reject a ``val_split`` that is neither a count >= 0 nor a fraction in [0, 1).
+
+    Raises:
+        ValueError: With the accepted forms.
+    """
+    if isinstance(val_split, bool) or not isinstance(val_split, numbers.Real):
+        raise ValueError(f"val_split must be an int count or a float fraction, got {val_split!r}")
+    if isinstance(val_split, numbers.Integral):
+        if val_split < 0:
+            raise ValueError(f"val_split as a count must be >= 0, got {val_split}")
+    elif not 0.0 <= float(val_split) < 1.0:
+        raise ValueError(f"val_split as a fraction must be in [0, 1), got {val_split}; pass an int for a count")
+
+
+def split_size(val_split: int | float, n: int) -> int:
+    """Number of validation samples that ``val_split`` carves out of ``n`` training samples.
+
+    Args:
+        val_split: An int count, or a float fraction of ``n`` (rounded to the nearest int).
+        n: Size of the full training set.
+
+    Returns:
+        The validation size, in [0, n).
+
+    Raises:
+        ValueError: When the split would leave no training sample.
+    """
+    check_val_split(val_split)
+    n_val = int(val_split) if isinstance(val_split, numbers.Integral) else round(float(val_split) * n)
+    if n_val >= n:
+        raise ValueError(f"val_split={val_split!r} leaves no training sample out of {n}; use a smaller split")
+    return n_val
+
+
+def seeded_split(n: int, n_val: int, seed: int) -> tuple[list[int], list[int]]:
+    """Split ``range(n)`` into (train, val) index lists with a ``torch.Generator`` seeded from ``seed``.
+
+    The split depends only on ``(n, n_val, seed)``: never on the global RNG, so ``seed_everything`` with another seed
+    or another number of workers does not move samples between train and val. Both lists are sorted.
+    """
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    """Base of the datamodules: a train set (optionally split into train/val), a test set, and their loaders.
+
+    Subclasses set the class attributes below and implement :meth:`load_train_dataset`, :meth:`load_test_dataset`
+    (returning untransformed samples) and :meth:`default_train_transform` / :meth:`default_eval_transform`.
+
+    Validation comes from ``val_split`` samples carved out of the train set with a ``torch.Generator`` seeded from
+    ``seed``; the carved samples go through the eval transform, never the augmented one. With ``val_split=0`` the
+    validation loader serves the test set, the convention of the knowledge-distillation literature (the CIFAR tables
+    report test accuracy every epoch; ImageNet's labelled "val" folder is its test set); carve a split for model
+    selection that does not look at the test set.
+
+    Determinism: the split is a function of ``seed`` alone. The train loader shuffles with one ``torch.Generator``
+    seeded from ``seed`` and kept by the datamodule, so epoch k's order is the same in every run with that seed while
+    each epoch gets a new order (the generator advances; reloading the loader does not rewind it). The same generator
+    draws the DataLoader's per-epoch base seed, from which PyTorch seeds ``torch``, ``random`` and ``numpy`` in each
+    worker, so worker-side augmentation is reproducible too; ``seed_everything(..., workers=True)`` additionally
+    installs Lightning's ``worker_init_fn``, which derives from that base seed and the rank. With ``num_workers=0`` the
+    augmentation draws from the global torch RNG: call ``seed_everything`` for reproducible crops and flips. The
+    generator's state is saved in the checkpoint (:meth:`state_dict`), so a run resumed at an epoch boundary sees the
+    orders an uninterrupted run would. Under DDP Lightning replaces the sampler with a ``DistributedSampler`` seeded
+    from ``seed_everything``'s seed, and the generator then only seeds the workers.
+
+    Args:
+        data_dir: Folder holding the dataset files (each subclass documents the layout it expects).
+        batch_size: Train batch size.
+        eval_batch_size: Batch size of the validation and test loaders; defaults to ``batch_size``.
+        num_workers: DataLoader worker processes; 0 loads in the main process.
+        pin_memory: Pin host memory for faster host-to-GPU copies; defaults to ``torch.cuda.is_available()``.
+        persistent_workers: Keep workers alive between epochs; defaults to ``num_workers > 0``.
+        val_split: Validation samples carved from the train set: an int count or a float fraction in [0, 1).
+        seed: Seed of the train/val split and of the train loader's shuffling.
+        augment: Apply the dataset's standard train augmentation; ``False`` trains on eval-transformed images.
+        drop_last: Drop the last incomplete train batch (validation and test never drop).
+        mean: Per-channel normalization mean; defaults to the dataset's statistics.
+        std: Per-channel normalization std; defaults to the dataset's statistics.
+        train_transform: Replaces the default train transform entirely (``augment`` is then ignored).
+        eval_transform: Replaces the default eval transform entirely.
+
+    Raises:
+        ValueError: On a non-positive batch size, negative workers, a malformed ``val_split``, or a ``mean``/``std``
+            whose length is not ``in_chans``.
+    """
+
+    #: Number of classes; ``None`` for unlabeled data.
+    num_classes: int | None = None
+    #: Channels of the images the loaders yield.
+    in_chans: int = 3
+    #: Side of the square images the loaders yield.
+    image_size: int = 32
+    #: Default per-channel normalization mean.
+    mean: tuple[float, ...] = ()
+    #: Default per-channel normalization std.
+    std: tuple[float, ...] = ()
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        val_split: int | float = 0,
+        seed: int = 0,
+        augment: bool = True,
+        drop_last: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        train_transform: Transform | None = None,
+        eval_transform: Transform | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ValueError(f"batch sizes must be >= 1, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        check_val_split(val_split)
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = num_workers > 0 if persistent_workers is None else persistent_workers and num_workers > 0
+        self.val_split = val_split
+        self.seed = seed
+        self.augment = augment
+        self.drop_last = drop_last
+        self.mean = tuple(float(m) for m in (mean if mean is not None else type(self).mean))
+        self.std = tuple(float(s) for s in (std if std is not None else type(self).std))
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise ValueError(f"mean and std need {self.in_chans} values (one per channel), got {self.mean}, {self.std}")
+        self._train_transform_override = train_transform
+        self._eval_transform_override = eval_transform
+
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+        self._train_base: Dataset | None = None
+        self._test_base: Dataset | None = None
+        self._train_generator = torch.Generator().manual_seed(seed)
+
+    # ---- to implement -------------------------------------------------------------------------------------------
+
+    def load_train_dataset(self) -> Dataset:
+        """The full training set, untransformed: ``(image, label)`` samples (or bare images when unlabeled)."""
+        raise NotImplementedError
+
+    def load_test_dataset(self) -> Dataset | None:
+        """The test set, untransformed; ``None`` when the dataset has none."""
+        raise NotImplementedError
+
+    def default_train_transform(self) -> Transform:
+        """The dataset's standard augmentation followed by :func:`to_normalized_tensor`."""
+        raise NotImplementedError
+
+    def default_eval_transform(self) -> Transform:
+        """The dataset's deterministic eval pipeline followed by :func:`to_normalized_tensor`."""
+        raise NotImplementedError
+
+    def check_files(self) -> None:
+        """Raise ``FileNotFoundError`` naming the expected files and the fix when the data is not on disk."""
+
+    # ---- transforms ---------------------------------------------------------------------------------------------
+
+    @property
+    def train_transform(self) -> Transform:
+        """The transform of the train subset: the override, the augmentation, or the eval transform."""
+        if self._train_transform_override is not None:
+            return self._train_transform_override
+        return self.default_train_transform() if self.augment else self.eval_transform
+
+    @property
+    def eval_transform(self) -> Transform:
+        """The deterministic transform of the validation and test sets."""
+        if self._eval_transform_override is not None:
+            return self._eval_transform_override
+        return self.default_eval_transform()
+
+    # ---- Lightning hooks ----------------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Check the files exist (subclasses that can download do so here)."""
+        self.check_files()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the datasets a stage needs, once; ``setup`` may be called again for later stages."""
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            self._setup_train_val()
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self._setup_test()
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled train loader; see the class docstring for its seeding."""
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        return self._loader(self.train_set, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation loader, in order; an empty list (no validation) when there is nothing to validate on."""
+        if self.train_set is None:
+            self.setup("validate")
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test loader, in order."""
+        if self.test_set is None:
+            self.setup("test")
+        if self.test_set is None:
+            raise RuntimeError(f"{type(self).__name__} has no test set")
+        return self._loader(self.test_set, self.eval_batch_size, train=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The shuffling generator's state, so a resumed run continues the same sequence of epoch orders."""
+        return {"seed": self.seed, "train_generator_state": self._train_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`, in place: a loader already built keeps the same generator object."""
+        if "train_generator_state" in state_dict:
+            self._train_generator.set_state(state_dict["train_generator_state"])
+
+    # ---- helpers ------------------------------------------------------------------------------------------------
+
+    def _setup_train_val(self) -> None:
+        if self._train_base is None:
+            self.check_files()
+            self._train_base = self.load_train_dataset()
+        n = len(self._train_base)  # type: ignore[arg-type]
+        n_val = split_size(self.val_split, n)
+        if n_val > 0:
+            train_idx, val_idx = seeded_split(n, n_val, self.seed)
+            self.train_set = TransformedSubset(self._train_base, train_idx, self.train_transform)
+            self.val_set = TransformedSubset(self._train_base, val_idx, self.eval_transform)
+        else:
+            self.train_set = TransformedSubset(self._train_base, None, self.train_transform)
+            self.val_set = self._default_val_set()
+
+    def _default_val_set(self) -> Dataset | None:
+        """Validation set when no split is carved: the test set (see the class docstring)."""
+        self._setup_test()
+        return self.test_set
+
+    def _setup_test(self) -> None:
+        if self.test_set is not None:
+            return
+        if self._test_base is None:
+            self.check_files()
+            self._test_base = self.load_test_dataset()
+        if self._test_base is not None:
+            self.test_set = TransformedSubset(self._test_base, None, self.eval_transform)
+
+    def _loader(self, dataset: Dataset, batch_size: int, *, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=self.drop_last and train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            generator=self._train_generator if train else None,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(data_dir={str(self.data_dir)!r}, num_classes={self.num_classes}, "
+            f"in_chans={self.in_chans}, image_size={self.image_size}, batch_size={self.batch_size}, "
+            f"val_split={self.val_split!r}, seed={self.seed}, augment={self.augment})"
+        )

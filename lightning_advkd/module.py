@@ -1,0 +1,655 @@
+"""The adversarial-distillation LightningModule: alternating student and discriminator updates (ANC)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
+from typing_extensions import override
+
+from lightning_advkd import functional as AF
+from lightning_advkd.batch import split_batch
+from lightning_advkd.callbacks import DiscriminatorRegularizer, DiscriminatorStepInputs
+from lightning_advkd.discriminator import MLPDiscriminator
+from lightning_advkd.features import (
+    FeatureTap,
+    FeatureTapError,
+    first_tensor,
+    make_adapter,
+    static_feature_width,
+    static_num_classes,
+)
+from lightning_advkd.functional import DataTerm
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+SchedulerFactory = Callable[[Optimizer], LRScheduler]
+CHECKPOINT_KEY = "lightning_advkd"
+TEACHER_PREFIX = "teacher."
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite during training."""
+
+
+@dataclass
+class StudentOutputs:
+    """One student forward pass: pooled feature, logits, and the adapted clean and perturbed features."""
+
+    features: Tensor
+    logits: Tensor
+    adapted: Tensor
+    perturbed: Tensor
+
+
+def default_student_optimizer(params: Iterable[nn.Parameter]) -> Optimizer:
+    """SGD, lr 0.05, momentum 0.9, weight decay 5e-4: the community recipe for students trained from scratch."""
+    return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+
+def default_discriminator_optimizer(params: Iterable[nn.Parameter]) -> Optimizer:
+    """Adam, lr 2e-4, betas (0.5, 0.999): the usual GAN discriminator setting."""
+    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
+
+
+def teacher_fingerprint(teacher: nn.Module) -> str:
+    """SHA-256 of the teacher's state (names, shapes, dtypes and values): identifies the teacher a run used."""
+    digest = hashlib.sha256()
+    for name, tensor in teacher.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class AdversarialDistillation(L.LightningModule):
+    """Adversarial Network Compression (Belagiannis et al., ECCV-W 2018) for any teacher and student.
+
+    A frozen teacher and a student see the same unlabelled batch. A discriminator learns to tell the teacher's
+    pooled penultimate features from the student's; the student learns to fool it and to match the teacher's
+    logits. Per batch (defaults): one student update, then one discriminator update. Training never reads labels;
+    labels in validation batches only feed the accuracy metrics.
+
+    Student loss: ``adversarial_weight * BCE(D(A(dropout(f_S))), 1) + data_weight * data_term(z_S, z_T)``.
+    Discriminator loss: ``BCE(D(f_T), 1) + BCE(D(A(f_S)), 0)`` plus the terms of every
+    :class:`~lightning_advkd.callbacks.DiscriminatorRegularizer` attached to the Trainer (none: the unregularized
+    baseline; :class:`~lightning_advkd.callbacks.AdversarialSamples` is the paper's). ``A`` is a learned linear
+    adapter, present when the feature widths differ; it trains with the student.
+
+    Args:
+        teacher: the frozen teacher; kept in eval mode, run without autograd, never given to an optimizer.
+        student: the network to train.
+        discriminator: judges feature vectors of the teacher's width; default :class:`MLPDiscriminator`.
+        teacher_tap: where the teacher's feature is read (see :mod:`lightning_advkd.features`); default: the input
+            of its last ``nn.Linear``.
+        student_tap: the same for the student.
+        input_shape: shape of one input, e.g. ``(3, 32, 32)``. When given, both networks are run once at
+            construction to find feature widths and class counts and to check the taps; needed only when a tap's
+            width cannot be read off an ``nn.Linear``.
+        num_classes: class count for the metrics; default: read off the teacher.
+        adversarial_weight: ``w_adv``; 0 gives the "L2 on logits" baseline.
+        data_weight: ``w_data``.
+        data_term: ``"l2"`` (default), ``"l1"``, ``"kl"`` (Hinton KD at ``kd_temperature``) or ``"none"``.
+        kd_temperature: temperature of the ``"kl"`` data term.
+        adversarial_dropout: drop probability ``p`` of the adversarial samples.
+        perturb_adversarial_term: the student's adversarial term uses the perturbed (default) or the clean feature.
+        student_steps: student updates per batch (each with its own forward pass).
+        discriminator_steps: discriminator updates per batch (on the batch's last student features).
+        discriminator_first: update the discriminator before the student in each batch.
+        student_optimizer: factory ``params -> Optimizer`` for student and adapter; default
+            :func:`default_student_optimizer`.
+        discriminator_optimizer: factory for the discriminator; default :func:`default_discriminator_optimizer`.
+        student_scheduler: factory ``optimizer -> LRScheduler`` or ``None``.
+        discriminator_scheduler: the same for the discriminator.
+        scheduler_interval: step the schedulers after every optimizer ``"step"`` or every ``"epoch"``. A step that
+            mixed precision skips (non-finite gradients) does not step its scheduler.
+        student_grad_clip: clip the student's (and adapter's) gradients to this value, or ``None``.
+        discriminator_grad_clip: the same for the discriminator.
+        grad_clip_algorithm: ``"norm"`` or ``"value"``.
+        accumulate_grad_batches: accumulate gradients over this many batches before each optimizer step (the
+            Trainer's own option is unavailable with manual optimization).
+        max_student_steps: stop training after this many student optimizer steps. Note that the Trainer's
+            ``max_steps`` counts *every* optimizer step, student and discriminator alike.
+        input_key: key of the input in dict batches.
+        label_key: key of the labels in dict batches (validation and test only).
+        include_teacher_in_checkpoint: keep the teacher's weights in checkpoints (left out by default; a fingerprint
+            is stored instead and checked when loading).
+        check_finite: stop with :class:`NonFiniteLossError` naming the term and step when a loss is NaN or infinite.
+        restore_rng_state: store the random-number generators' state in checkpoints and restore it on resume, so a
+            resumed run continues exactly like an uninterrupted one.
+
+    Raises:
+        ValueError: on a missing network, bad taps (with the closest layer names), logits of different class counts
+            while a logit term is on, or inconsistent options.
+
+    Example:
+        >>> from torch import nn
+        >>> teacher = nn.Sequential(nn.Flatten(), nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4))
+        >>> student = nn.Sequential(nn.Flatten(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4))
+        >>> module = AdversarialDistillation(teacher, student)
+        >>> module.feature_widths, module.num_classes
+        ((32, 6), 4)
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module | None = None,
+        student: nn.Module | None = None,
+        discriminator: nn.Module | None = None,
+        *,
+        teacher_tap: str | None = None,
+        student_tap: str | None = None,
+        input_shape: Sequence[int] | None = None,
+        num_classes: int | None = None,
+        adversarial_weight: float = 1.0,
+        data_weight: float = 1.0,
+        data_term: DataTerm = "l2",
+        kd_temperature: float = 4.0,
+        adversarial_dropout: float = 0.5,
+        perturb_adversarial_term: bool = True,
+        student_steps: int = 1,
+        discriminator_steps: int = 1,
+        discriminator_first: bool = False,
+        student_optimizer: OptimizerFactory | None = None,
+        discriminator_optimizer: OptimizerFactory | None = None,
+        student_scheduler: SchedulerFactory | None = None,
+        discriminator_scheduler: SchedulerFactory | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "epoch",
+        student_grad_clip: float | None = None,
+        discriminator_grad_clip: float | None = None,
+        grad_clip_algorithm: Literal["norm", "value"] = "norm",
+        accumulate_grad_batches: int = 1,
+        max_student_steps: int | None = None,
+        input_key: str = "image",
+        label_key: str = "label",
+        include_teacher_in_checkpoint: bool = False,
+        check_finite: bool = True,
+        restore_rng_state: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_networks(teacher, student)
+        _check_options(
+            data_term, adversarial_dropout, student_steps, discriminator_steps, scheduler_interval,
+            grad_clip_algorithm, accumulate_grad_batches, max_student_steps,
+        )  # fmt: skip
+        self.save_hyperparameters(
+            ignore=[
+                "teacher", "student", "discriminator", "student_optimizer", "discriminator_optimizer",
+                "student_scheduler", "discriminator_scheduler",
+            ]
+        )  # fmt: skip
+        self.automatic_optimization = False
+
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.student = student
+        self.teacher_tap = FeatureTap(self.teacher, teacher_tap, role="teacher")
+        self.student_tap = FeatureTap(self.student, student_tap, role="student")
+        teacher_width, student_width, teacher_classes, student_classes = self._discover_shapes(input_shape)
+        self.feature_widths = (teacher_width, student_width)
+        self._check_class_counts(teacher_classes, student_classes)
+        self.num_classes = num_classes or teacher_classes or student_classes
+        if self.num_classes is None:
+            raise ValueError("cannot tell the number of classes: pass num_classes= or input_shape=")
+
+        self.adapter = make_adapter(student_width, teacher_width)
+        self.discriminator = discriminator if discriminator is not None else MLPDiscriminator(teacher_width)
+        self._optimizer_factories = (
+            student_optimizer or default_student_optimizer,
+            discriminator_optimizer or default_discriminator_optimizer,
+        )
+        self._scheduler_factories = (student_scheduler, discriminator_scheduler)
+        self._schedulers: list[LRScheduler | None] = [None, None]
+        self.student_step = 0
+        self.discriminator_step = 0
+        self._fingerprint: str | None = None
+        self._regularizers: list[DiscriminatorRegularizer] = []
+        self._batch_idx = 0
+        self.val_metrics = self._make_metrics("val/")
+        self.test_metrics = self._make_metrics("test/")
+
+    # ------------------------------------------------------------------ construction helpers
+
+    def _discover_shapes(self, input_shape: Sequence[int] | None) -> tuple[int, int, int | None, int | None]:
+        """Feature widths and class counts, read off Linear layers or, with ``input_shape``, from one forward pass."""
+        if input_shape is not None:
+            example = torch.zeros(2, *input_shape)
+            teacher_features, teacher_logits = self._forward_with_tap(self.teacher, self.teacher_tap, example)
+            was_training = self.student.training
+            self.student.eval()
+            with torch.no_grad():
+                student_features, student_logits = self._forward_with_tap(self.student, self.student_tap, example)
+            self.student.train(was_training)
+            return (
+                teacher_features.shape[1], student_features.shape[1],
+                _class_count(teacher_logits), _class_count(student_logits),
+            )  # fmt: skip
+        widths = []
+        for role, model, tap in (("teacher", self.teacher, self.teacher_tap), ("student", self.student, self.student_tap)):
+            width = static_feature_width(model, tap.tap)
+            if width is None:
+                raise FeatureTapError(
+                    f"cannot tell the width of {role} tap {tap.tap!r} without running the network: pass "
+                    "input_shape=(channels, height, width) of one input"
+                )
+            widths.append(width)
+        return widths[0], widths[1], static_num_classes(self.teacher), static_num_classes(self.student)
+
+    def _check_class_counts(self, teacher_classes: int | None, student_classes: int | None) -> None:
+        logit_term_on = self.hparams.data_term != "none" and self.hparams.data_weight > 0
+        if logit_term_on and None not in (teacher_classes, student_classes) and teacher_classes != student_classes:
+            raise ValueError(
+                f"teacher predicts {teacher_classes} classes but student {student_classes}, and the "
+                f"{self.hparams.data_term!r} data term compares their logits: build the student with "
+                f"num_classes={teacher_classes}, or set data_term='none'"
+            )
+
+    def _make_metrics(self, prefix: str) -> nn.ModuleDict:
+        """Label-free metrics (always) and labelled ones (only fed when the batch has labels)."""
+        labelled = {
+            "student_acc": MulticlassAccuracy(self.num_classes, average="micro"),
+            "teacher_acc": MulticlassAccuracy(self.num_classes, average="micro"),
+        }
+        if self.num_classes > 5:
+            labelled["student_acc_top5"] = MulticlassAccuracy(self.num_classes, top_k=5, average="micro")
+        label_free = {
+            "agreement": MulticlassAccuracy(self.num_classes, average="micro"),
+            "d_acc_real": BinaryAccuracy(),
+            "d_acc_fake": BinaryAccuracy(),
+        }
+        return nn.ModuleDict(
+            {
+                "labelled": MetricCollection(labelled, prefix=prefix),
+                "label_free": MetricCollection(label_free, prefix=prefix),
+            }
+        )
+
+    # ------------------------------------------------------------------ forward passes
+
+    @staticmethod
+    def _forward_with_tap(model: nn.Module, tap: FeatureTap, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        with tap.capture():
+            output = model(inputs)
+        logits = first_tensor(output)
+        if logits is None:
+            raise FeatureTapError(f"{tap.role} returned no tensor from forward; it must return logits")
+        return tap.pop(), logits
+
+    def _teacher_forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            return self._forward_with_tap(self.teacher, self.teacher_tap, inputs)
+
+    def _student_forward(self, inputs: Tensor) -> StudentOutputs:
+        features, logits = self._forward_with_tap(self.student, self.student_tap, inputs)
+        perturbed = AF.adversarial_sample(features, self.hparams.adversarial_dropout, training=self.training)
+        return StudentOutputs(features, logits, self.adapter(features), self.adapter(perturbed))
+
+    @override
+    def forward(self, inputs: Tensor) -> Any:
+        """The student's prediction (what the trained model is for)."""
+        return self.student(inputs)
+
+    @override
+    def train(self, mode: bool = True) -> AdversarialDistillation:
+        super().train(mode)
+        self.teacher.eval()  # frozen: BatchNorm statistics and dropout stay in inference mode
+        return self
+
+    # ------------------------------------------------------------------ training
+
+    @override
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        # Alternating updates leave one network without gradients in every backward; plain DDP then fails with
+        # "parameters that were not used in producing the loss" (Lightning's GAN example has the same problem).
+        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
+            strategy._ddp_kwargs["find_unused_parameters"] = True
+            rank_zero_info("lightning_advkd: DDP set to find_unused_parameters=True for the alternating updates")
+
+    @override
+    def on_fit_start(self) -> None:
+        self._regularizers = [cb for cb in self.trainer.callbacks if isinstance(cb, DiscriminatorRegularizer)]
+        if not self._regularizers:
+            rank_zero_info("lightning_advkd: no discriminator regularizer attached: training the unregularized baseline")
+
+    @override
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        inputs, _ = split_batch(batch, self.hparams.input_key, self.hparams.label_key)  # labels are never read
+        self._batch_idx = batch_idx
+        teacher_features, teacher_logits = self._teacher_forward(inputs)
+        student = self._student_forward(inputs)
+        if self.hparams.discriminator_first:
+            self._discriminator_updates(teacher_features, student)
+        for repeat in range(self.hparams.student_steps):
+            if repeat > 0:
+                student = self._student_forward(inputs)
+            self._student_update(student, teacher_logits)
+        if not self.hparams.discriminator_first:
+            self._discriminator_updates(teacher_features, student)
+        max_steps = self.hparams.max_student_steps
+        if max_steps is not None and self.student_step >= max_steps:
+            self.trainer.should_stop = True
+
+    def _student_update(self, student: StudentOutputs, teacher_logits: Tensor) -> None:
+        optimizer = self.optimizers()[0]
+        with self.toggled_optimizer(optimizer):
+            terms = self._student_loss_terms(student, teacher_logits)
+            loss = self._total(terms, "student")
+            self.manual_backward(loss / self.hparams.accumulate_grad_batches)
+            if self._is_update_batch():
+                stepped = self._optimizer_step(optimizer, 0)
+                self.student_step += int(stepped)
+        if self._should_log():
+            self._log_terms("student", terms, loss)
+
+    def _student_loss_terms(self, student: StudentOutputs, teacher_logits: Tensor) -> dict[str, Tensor]:
+        hp = self.hparams
+        terms: dict[str, Tensor] = {}
+        if hp.adversarial_weight > 0:
+            judged = student.perturbed if hp.perturb_adversarial_term else student.adapted
+            terms["adversarial"] = hp.adversarial_weight * AF.generator_loss(self.discriminator(judged))
+        if hp.data_weight > 0 and hp.data_term != "none":
+            data = AF.logit_matching_loss(student.logits, teacher_logits, hp.data_term, hp.kd_temperature)
+            terms["data"] = hp.data_weight * data
+        if not terms:
+            raise ValueError("the student loss is empty: adversarial_weight and data_weight are both 0")
+        return terms
+
+    def _discriminator_updates(self, teacher_features: Tensor, student: StudentOutputs) -> None:
+        real, fake = teacher_features, student.adapted.detach()
+        for regularizer in self._regularizers:
+            real, fake = regularizer.transform_inputs(real, fake)
+        if any(r.requires_real_grad for r in self._regularizers):
+            real = real.detach().requires_grad_(True)
+        optimizer = self.optimizers()[1]
+        for _ in range(self.hparams.discriminator_steps):
+            with self.toggled_optimizer(optimizer):
+                inputs = DiscriminatorStepInputs(
+                    self.discriminator, real, fake, student.perturbed.detach(),
+                    self.discriminator(real), self.discriminator(fake),
+                )  # fmt: skip
+                terms = self._discriminator_loss_terms(inputs)
+                loss = self._total(terms, "discriminator")
+                self.manual_backward(loss / self.hparams.accumulate_grad_batches)
+                if self._is_update_batch():
+                    self.discriminator_step += int(self._optimizer_step(optimizer, 1))
+            accuracy = _discriminator_accuracy(inputs.real_logits, inputs.fake_logits)
+            for regularizer in self._regularizers:
+                regularizer.on_discriminator_step(self.trainer, self.discriminator_step, accuracy)
+        if self._should_log():
+            self._log_terms("discriminator", terms, loss)
+            self._log_discriminator_health(inputs.real_logits.detach(), inputs.fake_logits.detach(), "train/")
+
+    def _discriminator_loss_terms(self, inputs: DiscriminatorStepInputs) -> dict[str, Tensor]:
+        real_target = min((r.real_target() for r in self._regularizers), default=1.0)
+        terms = {"gan": AF.discriminator_loss(inputs.real_logits, inputs.fake_logits, real_target)}
+        for regularizer in self._regularizers:
+            penalty = regularizer.penalty(inputs)
+            if penalty is not None:
+                terms[f"reg_{regularizer.name}"] = penalty
+        return terms
+
+    def _total(self, terms: dict[str, Tensor], network: str) -> Tensor:
+        total = torch.stack(list(terms.values())).sum()
+        if self.hparams.check_finite and not bool(torch.isfinite(total)):
+            bad = [name for name, value in terms.items() if not bool(torch.isfinite(value))]
+            steps = self.student_step if network == "student" else self.discriminator_step
+            raise NonFiniteLossError(
+                f"non-finite {network} loss at {network} step {steps} (global step {self.global_step}): term(s) "
+                f"{bad} = {[float(terms[n]) for n in bad]}. Training stopped; the last saved checkpoint is intact. "
+                "Lower the learning rate, enable gradient clipping, or check the inputs for NaN."
+            )
+        return total
+
+    def _is_update_batch(self) -> bool:
+        """With hand-made gradient accumulation: does this batch end an accumulation window?"""
+        accumulate = self.hparams.accumulate_grad_batches
+        if accumulate == 1:
+            return True
+        return (self._batch_idx + 1) % accumulate == 0 or self.trainer.is_last_batch
+
+    def _optimizer_step(self, optimizer: Any, index: int) -> bool:
+        """Step, zero the gradients and (per-step interval) step the scheduler; ``False`` if AMP skipped the step."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        scale_before = scaler.get_scale() if scaler is not None else None
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        skipped = scaler is not None and scaler.get_scale() < scale_before
+        if not skipped and self.hparams.scheduler_interval == "step" and self._schedulers[index] is not None:
+            self._schedulers[index].step()
+        return not skipped
+
+    @override
+    def on_train_epoch_end(self) -> None:
+        if self.hparams.scheduler_interval == "epoch":
+            for scheduler in self._schedulers:
+                if scheduler is not None:
+                    scheduler.step()
+
+    @override
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        # Called after AMP unscaling, so clipping and norms see true gradients.
+        index = 0 if optimizer is self.trainer.optimizers[0] else 1
+        network = ("student", "discriminator")[index]
+        if self._should_log():
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if params:
+                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+                self.log(f"train/grad_norm/{network}", norm, on_step=True, on_epoch=False)
+            self.log(f"train/lr/{network}", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+        clip = (self.hparams.student_grad_clip, self.hparams.discriminator_grad_clip)[index]
+        if clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=self.hparams.grad_clip_algorithm)
+
+    def _should_log(self) -> bool:
+        # The Trainer writes logs every `log_every_n_steps` batches; computing metrics on the other steps is waste.
+        return self.trainer._logger_connector.should_update_logs
+
+    def _log_terms(self, network: str, terms: dict[str, Tensor], total: Tensor) -> None:
+        values = {f"train/loss/{network}_{name}": value.detach() for name, value in terms.items()}
+        values[f"train/loss/{network}"] = total.detach()
+        values["train/student_step"] = float(self.student_step)
+        values["train/discriminator_step"] = float(self.discriminator_step)
+        self.log_dict(values, on_step=True, on_epoch=False)
+
+    def _log_discriminator_health(self, real_logits: Tensor, fake_logits: Tensor, prefix: str) -> None:
+        acc_real = (real_logits > 0).float().mean()
+        acc_fake = (fake_logits < 0).float().mean()
+        gap = torch.sigmoid(real_logits).mean() - torch.sigmoid(fake_logits).mean()
+        self.log_dict(
+            {f"{prefix}d_acc_real": acc_real, f"{prefix}d_acc_fake": acc_fake,
+             f"{prefix}d_acc": (acc_real + acc_fake) / 2, f"{prefix}d_gap": gap},
+            on_step=True, on_epoch=False,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ evaluation
+
+    @override
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluation_step(batch, self.val_metrics, "val/")
+
+    @override
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluation_step(batch, self.test_metrics, "test/")
+
+    def _evaluation_step(self, batch: Any, metrics: nn.ModuleDict, prefix: str) -> None:
+        inputs, labels = split_batch(batch, self.hparams.input_key, self.hparams.label_key)
+        teacher_features, teacher_logits = self._teacher_forward(inputs)
+        student = self._student_forward(inputs)
+        real_logits = self.discriminator(teacher_features)
+        fake_logits = self.discriminator(student.adapted)
+        label_free = metrics["label_free"]
+        label_free[f"{prefix}agreement"].update(student.logits, teacher_logits.argmax(dim=1))
+        label_free[f"{prefix}d_acc_real"].update(real_logits.squeeze(1), torch.ones_like(real_logits.squeeze(1)))
+        label_free[f"{prefix}d_acc_fake"].update(fake_logits.squeeze(1), torch.zeros_like(fake_logits.squeeze(1)))
+        self.log_dict(label_free, on_step=False, on_epoch=True)
+        terms = self._student_loss_terms(student, teacher_logits)
+        self.log_dict({f"{prefix}loss/student_{k}": v for k, v in terms.items()}, on_step=False, on_epoch=True)
+        self.log(f"{prefix}d_gap", torch.sigmoid(real_logits).mean() - torch.sigmoid(fake_logits).mean())
+        if labels is not None:
+            labelled = metrics["labelled"]
+            for name, metric in labelled.items():
+                metric.update(teacher_logits if "teacher" in name else student.logits, labels)
+            self.log_dict(labelled, on_step=False, on_epoch=True)
+
+    # ------------------------------------------------------------------ optimizers
+
+    @override
+    def configure_optimizers(self) -> list[dict[str, Any]]:
+        student_params = list(self.student.parameters()) + list(self.adapter.parameters())
+        networks = (student_params, list(self.discriminator.parameters()))
+        configs = []
+        for index, params in enumerate(networks):
+            optimizer = self._optimizer_factories[index](params)
+            factory = self._scheduler_factories[index]
+            self._schedulers[index] = factory(optimizer) if factory is not None else None
+            config: dict[str, Any] = {"optimizer": optimizer}
+            if self._schedulers[index] is not None:
+                config["lr_scheduler"] = {"scheduler": self._schedulers[index], "interval": "epoch"}
+            configs.append(config)
+        return configs
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._fingerprint is None:
+            self._fingerprint = teacher_fingerprint(self.teacher)
+        if not self.hparams.include_teacher_in_checkpoint:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
+                del state[key]
+        checkpoint[CHECKPOINT_KEY] = {
+            "student_step": self.student_step,
+            "discriminator_step": self.discriminator_step,
+            "teacher_fingerprint": self._fingerprint,
+            "rng": _rng_state() if self.hparams.restore_rng_state else None,
+        }
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(CHECKPOINT_KEY)
+        if saved is None:
+            raise ValueError(
+                "this checkpoint was not written by AdversarialDistillation (no 'lightning_advkd' entry); to start "
+                "from a supervised checkpoint, load its weights into the network before building the module"
+            )
+        state = checkpoint["state_dict"]
+        if not any(k.startswith(TEACHER_PREFIX) for k in state):
+            fingerprint = teacher_fingerprint(self.teacher)
+            if fingerprint != saved["teacher_fingerprint"]:
+                raise ValueError(
+                    "the teacher passed to this module is not the one the checkpoint was trained with (teacher "
+                    "fingerprints differ). Checkpoints leave the teacher out: rebuild the same teacher, with the same "
+                    "weights, and pass it as teacher=..."
+                )
+            state.update({TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()})
+            self._fingerprint = fingerprint
+        self.student_step = int(saved["student_step"])
+        self.discriminator_step = int(saved["discriminator_step"])
+        if saved.get("rng") is not None and self.hparams.restore_rng_state:
+            _set_rng_state(saved["rng"])
+
+    # ------------------------------------------------------------------ export
+
+    def export_student(self) -> nn.Module:
+        """A standalone copy of the trained student in eval mode, with this package's feature hook removed.
+
+        The copy references no class of ``lightning_advkd`` (unless the student's own architecture does), so it can
+        be pickled, scripted or traced and used without this package.
+        """
+        exported = copy.deepcopy(self.student).eval()
+        for module in exported.modules():
+            for key, hook in list(module._forward_hooks.items()):
+                if isinstance(getattr(hook, "__self__", None), FeatureTap):
+                    del module._forward_hooks[key]
+        return exported
+
+
+# ---------------------------------------------------------------------- module-level helpers
+
+
+def _check_networks(teacher: nn.Module | None, student: nn.Module | None) -> None:
+    for role, network in (("teacher", teacher), ("student", student)):
+        if network is None:
+            raise ValueError(
+                f"AdversarialDistillation needs a {role} network. Checkpoints leave the frozen teacher out, so "
+                f"load_from_checkpoint(path, teacher=..., student=...) must be given both networks again."
+            )
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"{role} must be a torch.nn.Module, got {type(network).__name__}")
+    if teacher is student:
+        raise ValueError("teacher and student are the same module object: pass two different networks")
+
+
+def _check_options(
+    data_term: str,
+    adversarial_dropout: float,
+    student_steps: int,
+    discriminator_steps: int,
+    scheduler_interval: str,
+    grad_clip_algorithm: str,
+    accumulate_grad_batches: int,
+    max_student_steps: int | None,
+) -> None:
+    if data_term not in ("l2", "l1", "kl", "none"):
+        raise ValueError(f"data_term must be one of 'l2', 'l1', 'kl', 'none'; got {data_term!r}")
+    if not 0.0 <= adversarial_dropout < 1.0:
+        raise ValueError(f"adversarial_dropout must be in [0, 1), got {adversarial_dropout}")
+    if student_steps < 1 or discriminator_steps < 1:
+        raise ValueError(f"student_steps and discriminator_steps must be >= 1, got {student_steps}, {discriminator_steps}")
+    if scheduler_interval not in ("step", "epoch"):
+        raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+    if grad_clip_algorithm not in ("norm", "value"):
+        raise ValueError(f"grad_clip_algorithm must be 'norm' or 'value', got {grad_clip_algorithm!r}")
+    if accumulate_grad_batches < 1:
+        raise ValueError(f"accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
+    if accumulate_grad_batches > 1 and (student_steps > 1 or discriminator_steps > 1):
+        raise ValueError("accumulate_grad_batches > 1 cannot be combined with several updates per batch")
+    if max_student_steps is not None and max_student_steps < 1:
+        raise ValueError(f"max_student_steps must be >= 1 or None, got {max_student_steps}")
+
+
+def _class_count(logits: Tensor) -> int | None:
+    return logits.shape[1] if logits.dim() == 2 else None
+
+
+def _discriminator_accuracy(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    real = (real_logits.detach() > 0).float().mean()
+    fake = (fake_logits.detach() < 0).float().mean()
+    return (real + fake) / 2
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+__all__ = [
+    "AdversarialDistillation",
+    "NonFiniteLossError",
+    "default_discriminator_optimizer",
+    "default_student_optimizer",
+    "teacher_fingerprint",
+]
