@@ -13,8 +13,8 @@ Feature maps of rank 3 or 4 are average-pooled to ``(N, C)`` vectors (the discri
 from __future__ import annotations
 
 import difflib
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from torch import Tensor, nn

@@ -163,7 +163,7 @@ def hint_loss(student_features: Tensor, teacher_features: Tensor) -> Tensor:
 
 
 def attention_map(feature_map: Tensor, p: int = 2) -> Tensor:
-    """Spatial attention of Zagoruyko & Komodakis (2017): L2-normalised ``mean_c |A_c|^p`` of an ``(N, C, H, W)`` map."""
+    """Spatial attention (Zagoruyko & Komodakis, 2017): L2-normalised ``mean_c |A_c|^p`` of an ``(N, C, H, W)`` map."""
     if feature_map.dim() != 4:
         raise ValueError(f"attention transfer needs (N, C, H, W) feature maps, got shape {tuple(feature_map.shape)}")
     return F.normalize(feature_map.pow(p).mean(dim=1).flatten(1), dim=1)

@@ -236,7 +236,10 @@ class AdversarialDistillation(L.LightningModule):
                 _class_count(teacher_logits), _class_count(student_logits),
             )  # fmt: skip
         widths = []
-        for role, model, tap in (("teacher", self.teacher, self.teacher_tap), ("student", self.student, self.student_tap)):
+        for role, model, tap in (
+            ("teacher", self.teacher, self.teacher_tap),
+            ("student", self.student, self.student_tap),
+        ):
             width = static_feature_width(model, tap.tap)
             if width is None:
                 raise FeatureTapError(
@@ -321,7 +324,9 @@ class AdversarialDistillation(L.LightningModule):
     def on_fit_start(self) -> None:
         self._regularizers = [cb for cb in self.trainer.callbacks if isinstance(cb, DiscriminatorRegularizer)]
         if not self._regularizers:
-            rank_zero_info("lightning_advkd: no discriminator regularizer attached: training the unregularized baseline")
+            rank_zero_info(
+                "lightning_advkd: no discriminator regularizer attached: training the unregularized baseline"
+            )
 
     @override
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -407,7 +412,8 @@ class AdversarialDistillation(L.LightningModule):
             steps = self.student_step if network == "student" else self.discriminator_step
             raise NonFiniteLossError(
                 f"non-finite {network} loss at {network} step {steps} (global step {self.global_step}): term(s) "
-                f"{bad} = {[float(terms[n]) for n in bad]}. Training stopped; the last saved checkpoint is intact. "
+                f"{bad} = {[float(terms[n].detach()) for n in bad]}. Training stopped; the last saved checkpoint "
+                "is intact. "
                 "Lower the learning rate, enable gradient clipping, or check the inputs for NaN."
             )
         return total
@@ -438,6 +444,26 @@ class AdversarialDistillation(L.LightningModule):
                     scheduler.step()
 
     @override
+    def on_validation_epoch_start(self) -> None:
+        self._broadcast_trained_buffers()
+
+    @override
+    def on_train_end(self) -> None:
+        self._broadcast_trained_buffers()
+
+    def _broadcast_trained_buffers(self) -> None:
+        """Give every process rank 0's BatchNorm statistics before evaluating or finishing.
+
+        DDP broadcasts buffers only at the start of a training forward pass, so after the last training step each
+        rank holds its own statistics: evaluation would then use different models and the replicas would end apart.
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        for network in (self.student, self.adapter, self.discriminator):
+            for buffer in network.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
+    @override
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         # Called after AMP unscaling, so clipping and norms see true gradients.
         index = 0 if optimizer is self.trainer.optimizers[0] else 1
@@ -450,7 +476,9 @@ class AdversarialDistillation(L.LightningModule):
             self.log(f"train/lr/{network}", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
         clip = (self.hparams.student_grad_clip, self.hparams.discriminator_grad_clip)[index]
         if clip is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=self.hparams.grad_clip_algorithm)
+            self.clip_gradients(
+                optimizer, gradient_clip_val=clip, gradient_clip_algorithm=self.hparams.grad_clip_algorithm
+            )
 
     def _should_log(self) -> bool:
         # The Trainer writes logs every `log_every_n_steps` batches; computing metrics on the other steps is waste.
@@ -608,7 +636,9 @@ def _check_options(
     if not 0.0 <= adversarial_dropout < 1.0:
         raise ValueError(f"adversarial_dropout must be in [0, 1), got {adversarial_dropout}")
     if student_steps < 1 or discriminator_steps < 1:
-        raise ValueError(f"student_steps and discriminator_steps must be >= 1, got {student_steps}, {discriminator_steps}")
+        raise ValueError(
+            f"student_steps and discriminator_steps must be >= 1, got {student_steps}, {discriminator_steps}"
+        )
     if scheduler_interval not in ("step", "epoch"):
         raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
     if grad_clip_algorithm not in ("norm", "value"):
@@ -632,7 +662,11 @@ def _discriminator_accuracy(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 
 
 def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # Plain tensors and Python values only, so checkpoints still load with torch.load(weights_only=True).
+    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                   "has_gauss": int(has_gauss), "cached_gauss": float(cached_gauss)}  # fmt: skip
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -640,7 +674,9 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    saved = state["numpy"]
+    keys = saved["keys"].numpy().astype(np.uint32)
+    np.random.set_state((saved["kind"], keys, saved["position"], saved["has_gauss"], saved["cached_gauss"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -66,7 +66,7 @@ class StepSchedule:
 
 
 class LinearDecay:
-    """Factor falling linearly from ``1`` to ``end`` over ``decay_steps`` steps, then ``end`` (instance-noise annealing).
+    """Factor falling linearly from ``1`` to ``end`` over ``decay_steps`` steps, then ``end`` (for instance noise).
 
     Example:
         >>> LinearDecay(decay_steps=10)(5)
