@@ -14,6 +14,7 @@ from lightning_advkd.export import load_student_state_dict
 from lightning_advkd.features import FeatureTap, FeatureTapError
 from lightning_advkd.module import AdversarialDistillation, NonFiniteLossError
 from lightning_advkd.schedules import ConstantSchedule, LinearDecay, LinearWarmup, StepSchedule
+from lightning_advkd.teacher_student import TeacherStudentModule, teacher_fingerprint
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,8 @@ __all__ = [
     "NonFiniteLossError",
     "R1Penalty",
     "StepSchedule",
+    "TeacherStudentModule",
     "WeightPenalty",
     "load_student_state_dict",
+    "teacher_fingerprint",
 ]

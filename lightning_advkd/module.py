@@ -2,43 +2,28 @@
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torchmetrics import MetricCollection
-from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
+from torchmetrics.classification import BinaryAccuracy
 from typing_extensions import override
 
 from lightning_advkd import functional as AF
-from lightning_advkd.batch import split_batch
 from lightning_advkd.callbacks import DiscriminatorRegularizer, DiscriminatorStepInputs
 from lightning_advkd.discriminator import MLPDiscriminator
-from lightning_advkd.features import (
-    FeatureTap,
-    FeatureTapError,
-    first_tensor,
-    make_adapter,
-    static_feature_width,
-    static_num_classes,
-)
+from lightning_advkd.features import make_adapter
 from lightning_advkd.functional import DataTerm
+from lightning_advkd.teacher_student import TeacherStudentModule
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
-CHECKPOINT_KEY = "lightning_advkd"
-TEACHER_PREFIX = "teacher."
 
 
 class NonFiniteLossError(RuntimeError):
@@ -65,16 +50,7 @@ def default_discriminator_optimizer(params: Iterable[nn.Parameter]) -> Optimizer
     return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
 
 
-def teacher_fingerprint(teacher: nn.Module) -> str:
-    """SHA-256 of the teacher's state (names, shapes, dtypes and values): identifies the teacher a run used."""
-    digest = hashlib.sha256()
-    for name, tensor in teacher.state_dict().items():
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-class AdversarialDistillation(L.LightningModule):
+class AdversarialDistillation(TeacherStudentModule):
     """Adversarial Network Compression (Belagiannis et al., ECCV-W 2018) for any teacher and student.
 
     A frozen teacher and a student see the same unlabelled batch. A discriminator learns to tell the teacher's
@@ -178,11 +154,15 @@ class AdversarialDistillation(L.LightningModule):
         check_finite: bool = True,
         restore_rng_state: bool = True,
     ) -> None:
-        super().__init__()
-        _check_networks(teacher, student)
         _check_options(
             data_term, adversarial_dropout, student_steps, discriminator_steps, scheduler_interval,
             grad_clip_algorithm, accumulate_grad_batches, max_student_steps,
+        )  # fmt: skip
+        super().__init__(
+            teacher, student, teacher_tap=teacher_tap, student_tap=student_tap, input_shape=input_shape,
+            num_classes=num_classes, logit_term_on=data_term != "none" and data_weight > 0, input_key=input_key,
+            label_key=label_key, include_teacher_in_checkpoint=include_teacher_in_checkpoint,
+            restore_rng_state=restore_rng_state,
         )  # fmt: skip
         self.save_hyperparameters(
             ignore=[
@@ -191,18 +171,7 @@ class AdversarialDistillation(L.LightningModule):
             ]
         )  # fmt: skip
         self.automatic_optimization = False
-
-        self.teacher = teacher.eval().requires_grad_(False)
-        self.student = student
-        self.teacher_tap = FeatureTap(self.teacher, teacher_tap, role="teacher")
-        self.student_tap = FeatureTap(self.student, student_tap, role="student")
-        teacher_width, student_width, teacher_classes, student_classes = self._discover_shapes(input_shape)
-        self.feature_widths = (teacher_width, student_width)
-        self._check_class_counts(teacher_classes, student_classes)
-        self.num_classes = num_classes or teacher_classes or student_classes
-        if self.num_classes is None:
-            raise ValueError("cannot tell the number of classes: pass num_classes= or input_shape=")
-
+        teacher_width, student_width = self.feature_widths
         self.adapter = make_adapter(student_width, teacher_width)
         self.discriminator = discriminator if discriminator is not None else MLPDiscriminator(teacher_width)
         self._optimizer_factories = (
@@ -213,101 +182,17 @@ class AdversarialDistillation(L.LightningModule):
         self._schedulers: list[LRScheduler | None] = [None, None]
         self.student_step = 0
         self.discriminator_step = 0
-        self._fingerprint: str | None = None
         self._regularizers: list[DiscriminatorRegularizer] = []
         self._batch_idx = 0
-        self.val_metrics = self._make_metrics("val/")
-        self.test_metrics = self._make_metrics("test/")
-
-    # ------------------------------------------------------------------ construction helpers
-
-    def _discover_shapes(self, input_shape: Sequence[int] | None) -> tuple[int, int, int | None, int | None]:
-        """Feature widths and class counts, read off Linear layers or, with ``input_shape``, from one forward pass."""
-        if input_shape is not None:
-            example = torch.zeros(2, *input_shape)
-            teacher_features, teacher_logits = self._forward_with_tap(self.teacher, self.teacher_tap, example)
-            was_training = self.student.training
-            self.student.eval()
-            with torch.no_grad():
-                student_features, student_logits = self._forward_with_tap(self.student, self.student_tap, example)
-            self.student.train(was_training)
-            return (
-                teacher_features.shape[1], student_features.shape[1],
-                _class_count(teacher_logits), _class_count(student_logits),
-            )  # fmt: skip
-        widths = []
-        for role, model, tap in (
-            ("teacher", self.teacher, self.teacher_tap),
-            ("student", self.student, self.student_tap),
-        ):
-            width = static_feature_width(model, tap.tap)
-            if width is None:
-                raise FeatureTapError(
-                    f"cannot tell the width of {role} tap {tap.tap!r} without running the network: pass "
-                    "input_shape=(channels, height, width) of one input"
-                )
-            widths.append(width)
-        return widths[0], widths[1], static_num_classes(self.teacher), static_num_classes(self.student)
-
-    def _check_class_counts(self, teacher_classes: int | None, student_classes: int | None) -> None:
-        logit_term_on = self.hparams.data_term != "none" and self.hparams.data_weight > 0
-        if logit_term_on and None not in (teacher_classes, student_classes) and teacher_classes != student_classes:
-            raise ValueError(
-                f"teacher predicts {teacher_classes} classes but student {student_classes}, and the "
-                f"{self.hparams.data_term!r} data term compares their logits: build the student with "
-                f"num_classes={teacher_classes}, or set data_term='none'"
-            )
-
-    def _make_metrics(self, prefix: str) -> nn.ModuleDict:
-        """Label-free metrics (always) and labelled ones (only fed when the batch has labels)."""
-        labelled = {
-            "student_acc": MulticlassAccuracy(self.num_classes, average="micro"),
-            "teacher_acc": MulticlassAccuracy(self.num_classes, average="micro"),
-        }
-        if self.num_classes > 5:
-            labelled["student_acc_top5"] = MulticlassAccuracy(self.num_classes, top_k=5, average="micro")
-        label_free = {
-            "agreement": MulticlassAccuracy(self.num_classes, average="micro"),
-            "d_acc_real": BinaryAccuracy(),
-            "d_acc_fake": BinaryAccuracy(),
-        }
-        return nn.ModuleDict(
-            {
-                "labelled": MetricCollection(labelled, prefix=prefix),
-                "label_free": MetricCollection(label_free, prefix=prefix),
-            }
-        )
+        self.val_metrics = self._make_metrics("val/", _discriminator_metrics())
+        self.test_metrics = self._make_metrics("test/", _discriminator_metrics())
 
     # ------------------------------------------------------------------ forward passes
 
-    @staticmethod
-    def _forward_with_tap(model: nn.Module, tap: FeatureTap, inputs: Tensor) -> tuple[Tensor, Tensor]:
-        with tap.capture():
-            output = model(inputs)
-        logits = first_tensor(output)
-        if logits is None:
-            raise FeatureTapError(f"{tap.role} returned no tensor from forward; it must return logits")
-        return tap.pop(), logits
-
-    def _teacher_forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
-        with torch.no_grad():
-            return self._forward_with_tap(self.teacher, self.teacher_tap, inputs)
-
     def _student_forward(self, inputs: Tensor) -> StudentOutputs:
-        features, logits = self._forward_with_tap(self.student, self.student_tap, inputs)
+        features, logits = self._student_forward_raw(inputs)
         perturbed = AF.adversarial_sample(features, self.hparams.adversarial_dropout, training=self.training)
         return StudentOutputs(features, logits, self.adapter(features), self.adapter(perturbed))
-
-    @override
-    def forward(self, inputs: Tensor) -> Any:
-        """The student's prediction (what the trained model is for)."""
-        return self.student(inputs)
-
-    @override
-    def train(self, mode: bool = True) -> AdversarialDistillation:
-        super().train(mode)
-        self.teacher.eval()  # frozen: BatchNorm statistics and dropout stay in inference mode
-        return self
 
     # ------------------------------------------------------------------ training
 
@@ -330,7 +215,7 @@ class AdversarialDistillation(L.LightningModule):
 
     @override
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        inputs, _ = split_batch(batch, self.hparams.input_key, self.hparams.label_key)  # labels are never read
+        inputs, _ = self._split(batch)  # labels are never read
         self._batch_idx = batch_idx
         teacher_features, teacher_logits = self._teacher_forward(inputs)
         student = self._student_forward(inputs)
@@ -512,24 +397,19 @@ class AdversarialDistillation(L.LightningModule):
         self._evaluation_step(batch, self.test_metrics, "test/")
 
     def _evaluation_step(self, batch: Any, metrics: nn.ModuleDict, prefix: str) -> None:
-        inputs, labels = split_batch(batch, self.hparams.input_key, self.hparams.label_key)
+        inputs, labels = self._split(batch)
         teacher_features, teacher_logits = self._teacher_forward(inputs)
         student = self._student_forward(inputs)
-        real_logits = self.discriminator(teacher_features)
-        fake_logits = self.discriminator(student.adapted)
+        real_logits = self.discriminator(teacher_features).squeeze(1)
+        fake_logits = self.discriminator(student.adapted).squeeze(1)
         label_free = metrics["label_free"]
-        label_free[f"{prefix}agreement"].update(student.logits, teacher_logits.argmax(dim=1))
-        label_free[f"{prefix}d_acc_real"].update(real_logits.squeeze(1), torch.ones_like(real_logits.squeeze(1)))
-        label_free[f"{prefix}d_acc_fake"].update(fake_logits.squeeze(1), torch.zeros_like(fake_logits.squeeze(1)))
+        label_free[f"{prefix}d_acc_real"].update(real_logits, torch.ones_like(real_logits))
+        label_free[f"{prefix}d_acc_fake"].update(fake_logits, torch.zeros_like(fake_logits))
+        self._update_classification_metrics(metrics, student.logits, teacher_logits, labels)
         self.log_dict(label_free, on_step=False, on_epoch=True)
         terms = self._student_loss_terms(student, teacher_logits)
         self.log_dict({f"{prefix}loss/student_{k}": v for k, v in terms.items()}, on_step=False, on_epoch=True)
         self.log(f"{prefix}d_gap", torch.sigmoid(real_logits).mean() - torch.sigmoid(fake_logits).mean())
-        if labels is not None:
-            labelled = metrics["labelled"]
-            for name, metric in labelled.items():
-                metric.update(teacher_logits if "teacher" in name else student.logits, labels)
-            self.log_dict(labelled, on_step=False, on_epoch=True)
 
     # ------------------------------------------------------------------ optimizers
 
@@ -551,74 +431,16 @@ class AdversarialDistillation(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
 
     @override
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._fingerprint is None:
-            self._fingerprint = teacher_fingerprint(self.teacher)
-        if not self.hparams.include_teacher_in_checkpoint:
-            state = checkpoint["state_dict"]
-            for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
-                del state[key]
-        checkpoint[CHECKPOINT_KEY] = {
-            "student_step": self.student_step,
-            "discriminator_step": self.discriminator_step,
-            "teacher_fingerprint": self._fingerprint,
-            "rng": _rng_state() if self.hparams.restore_rng_state else None,
-        }
+    def _extra_checkpoint_state(self) -> dict[str, Any]:
+        return {"student_step": self.student_step, "discriminator_step": self.discriminator_step}
 
     @override
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get(CHECKPOINT_KEY)
-        if saved is None:
-            raise ValueError(
-                "this checkpoint was not written by AdversarialDistillation (no 'lightning_advkd' entry); to start "
-                "from a supervised checkpoint, load its weights into the network before building the module"
-            )
-        state = checkpoint["state_dict"]
-        if not any(k.startswith(TEACHER_PREFIX) for k in state):
-            fingerprint = teacher_fingerprint(self.teacher)
-            if fingerprint != saved["teacher_fingerprint"]:
-                raise ValueError(
-                    "the teacher passed to this module is not the one the checkpoint was trained with (teacher "
-                    "fingerprints differ). Checkpoints leave the teacher out: rebuild the same teacher, with the same "
-                    "weights, and pass it as teacher=..."
-                )
-            state.update({TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()})
-            self._fingerprint = fingerprint
-        self.student_step = int(saved["student_step"])
-        self.discriminator_step = int(saved["discriminator_step"])
-        if saved.get("rng") is not None and self.hparams.restore_rng_state:
-            _set_rng_state(saved["rng"])
-
-    # ------------------------------------------------------------------ export
-
-    def export_student(self) -> nn.Module:
-        """A standalone copy of the trained student in eval mode, with this package's feature hook removed.
-
-        The copy references no class of ``lightning_advkd`` (unless the student's own architecture does), so it can
-        be pickled, scripted or traced and used without this package.
-        """
-        exported = copy.deepcopy(self.student).eval()
-        for module in exported.modules():
-            for key, hook in list(module._forward_hooks.items()):
-                if isinstance(getattr(hook, "__self__", None), FeatureTap):
-                    del module._forward_hooks[key]
-        return exported
+    def _load_extra_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self.student_step = int(state["student_step"])
+        self.discriminator_step = int(state["discriminator_step"])
 
 
 # ---------------------------------------------------------------------- module-level helpers
-
-
-def _check_networks(teacher: nn.Module | None, student: nn.Module | None) -> None:
-    for role, network in (("teacher", teacher), ("student", student)):
-        if network is None:
-            raise ValueError(
-                f"AdversarialDistillation needs a {role} network. Checkpoints leave the frozen teacher out, so "
-                f"load_from_checkpoint(path, teacher=..., student=...) must be given both networks again."
-            )
-        if not isinstance(network, nn.Module):
-            raise TypeError(f"{role} must be a torch.nn.Module, got {type(network).__name__}")
-    if teacher is student:
-        raise ValueError("teacher and student are the same module object: pass two different networks")
 
 
 def _check_options(
@@ -651,8 +473,8 @@ def _check_options(
         raise ValueError(f"max_student_steps must be >= 1 or None, got {max_student_steps}")
 
 
-def _class_count(logits: Tensor) -> int | None:
-    return logits.shape[1] if logits.dim() == 2 else None
+def _discriminator_metrics() -> dict[str, BinaryAccuracy]:
+    return {"d_acc_real": BinaryAccuracy(), "d_acc_fake": BinaryAccuracy()}
 
 
 def _discriminator_accuracy(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -661,31 +483,9 @@ def _discriminator_accuracy(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     return (real + fake) / 2
 
 
-def _rng_state() -> dict[str, Any]:
-    # Plain tensors and Python values only, so checkpoints still load with torch.load(weights_only=True).
-    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
-    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                   "has_gauss": int(has_gauss), "cached_gauss": float(cached_gauss)}  # fmt: skip
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    saved = state["numpy"]
-    keys = saved["keys"].numpy().astype(np.uint32)
-    np.random.set_state((saved["kind"], keys, saved["position"], saved["has_gauss"], saved["cached_gauss"]))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 __all__ = [
     "AdversarialDistillation",
     "NonFiniteLossError",
     "default_discriminator_optimizer",
     "default_student_optimizer",
-    "teacher_fingerprint",
 ]
