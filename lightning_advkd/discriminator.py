@@ -27,6 +27,8 @@ class MLPDiscriminator(nn.Module):
         super().__init__()
         if in_features <= 0:
             raise ValueError(f"in_features must be positive, got {in_features}")
+        if any(width <= 0 for width in hidden):
+            raise ValueError(f"hidden widths must be positive, got {tuple(hidden)}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.in_features = in_features

@@ -145,7 +145,7 @@ class FeatureTap:
         name, self.reads_input = parse_tap(self.tap)
         self._active = False
         self._value: Tensor | None = None
-        find_module(model, name, role).register_forward_hook(self._hook)
+        self._handle = find_module(model, name, role).register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
         if self._active:
@@ -159,6 +159,10 @@ class FeatureTap:
             yield
         finally:
             self._active = False
+
+    def remove(self) -> None:
+        """Detach the forward hook from the network."""
+        self._handle.remove()
 
     def pop(self) -> Tensor:
         """Return the tensor recorded by the last :meth:`capture` (pooled if ``pool``) and forget it."""

@@ -37,18 +37,20 @@ def _milestone_kind(milestones: Sequence[float]) -> str:
         return "none"
     if any(isinstance(m, bool) or not isinstance(m, numbers.Real) for m in milestones):
         raise ValueError(f"milestones must be numbers, got {list(milestones)}")
+    if all(isinstance(m, numbers.Integral) for m in milestones):
+        kind = "epochs"
+    elif all(not isinstance(m, numbers.Integral) and 0.0 < m < 1.0 for m in milestones):
+        kind = "fractions"
+    else:
+        raise ValueError(
+            f"milestones must be all ints (epochs, e.g. [150, 180, 210]) or all floats in (0, 1) (fractions of the "
+            f"run, e.g. [0.625, 0.75, 0.875]), got {list(milestones)}"
+        )
     if list(milestones) != sorted(milestones):
         raise ValueError(f"milestones must be in increasing order, got {list(milestones)}")
-    if all(isinstance(m, numbers.Integral) for m in milestones):
-        if milestones[0] < 0:
-            raise ValueError(f"milestones in epochs must be >= 0, got {list(milestones)}")
-        return "epochs"
-    if all(not isinstance(m, numbers.Integral) and 0.0 < m < 1.0 for m in milestones):
-        return "fractions"
-    raise ValueError(
-        f"milestones must be all ints (epochs, e.g. [150, 180, 210]) or all floats in (0, 1) (fractions of the run, "
-        f"e.g. [0.625, 0.75, 0.875]), got {list(milestones)}"
-    )
+    if kind == "epochs" and milestones[0] < 0:
+        raise ValueError(f"milestones in epochs must be >= 0, got {list(milestones)}")
+    return kind
 
 
 class SupervisedClassifier(L.LightningModule):
