@@ -134,7 +134,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
     augmentation draws from the global torch RNG: call ``seed_everything`` for reproducible crops and flips. The
     generator's state is saved in the checkpoint (:meth:`state_dict`), so a run resumed at an epoch boundary sees the
     orders an uninterrupted run would. Under DDP Lightning replaces the sampler with a ``DistributedSampler`` seeded
-    from ``seed_everything``'s seed, and the generator then only seeds the workers.
+    from ``seed_everything``'s seed, and the generator then only seeds the workers; being the same on every rank, it
+    gives every rank the same worker seeds, so use ``seed_everything(seed, workers=True)``, whose ``worker_init_fn``
+    mixes in the rank.
 
     Args:
         data_dir: Folder holding the dataset files (each subclass documents the layout it expects).
@@ -187,7 +189,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
-            raise ValueError(f"batch sizes must be >= 1, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
+            raise ValueError(
+                f"batch sizes must be >= 1, got batch_size={batch_size}, eval_batch_size={eval_batch_size}"
+            )
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         check_val_split(val_split)
@@ -196,7 +200,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.persistent_workers = num_workers > 0 if persistent_workers is None else persistent_workers and num_workers > 0
+        self.persistent_workers = (
+            num_workers > 0 if persistent_workers is None else persistent_workers and num_workers > 0
+        )
         self.val_split = val_split
         self.seed = seed
         self.augment = augment

@@ -163,7 +163,8 @@ class _CIFARDataModule(ImageClassificationDataModule):
             raise FileNotFoundError(
                 f"{type(self).__name__}: expected the extracted python-version archive in {self.folder} "
                 f"(missing: {', '.join(missing)}). Pass download=True (needs internet) to fetch it, or extract "
-                f"{self._tv_class.filename} there yourself (`tar xzf {self._tv_class.filename} -C {self.folder.parent}`)."
+                f"{self._tv_class.filename} there yourself "
+                f"(`tar xzf {self._tv_class.filename} -C {self.folder.parent}`)."
             )
         if self.verify_integrity:
             bad = [
@@ -213,7 +214,7 @@ class CIFAR10DataModule(_CIFARDataModule):
         FileNotFoundError: At ``prepare_data``/``setup`` when the files are missing, naming the folder and the fix.
 
     Example:
-        >>> dm = CIFAR10DataModule("data", batch_size=64, val_split=5000)  # doctest: +SKIP
+        >>> dm = CIFAR10DataModule("data", batch_size=64, val_split=5000)  # no file is read before setup
         >>> dm.num_classes, dm.in_chans, dm.image_size
         (10, 3, 32)
     """
