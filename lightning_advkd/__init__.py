@@ -12,9 +12,11 @@ from lightning_advkd.callbacks import (
 from lightning_advkd.discriminator import MLPDiscriminator
 from lightning_advkd.export import load_student_state_dict
 from lightning_advkd.features import FeatureTap, FeatureTapError
+from lightning_advkd.fingerprint import teacher_fingerprint
 from lightning_advkd.module import AdversarialDistillation, NonFiniteLossError
 from lightning_advkd.schedules import ConstantSchedule, LinearDecay, LinearWarmup, StepSchedule
-from lightning_advkd.teacher_student import TeacherStudentModule, teacher_fingerprint
+from lightning_advkd.teacher_cache import TeacherOutputCache
+from lightning_advkd.teacher_student import TeacherStudentModule
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,7 @@ __all__ = [
     "NonFiniteLossError",
     "R1Penalty",
     "StepSchedule",
+    "TeacherOutputCache",
     "TeacherStudentModule",
     "WeightPenalty",
     "load_student_state_dict",

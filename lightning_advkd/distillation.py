@@ -21,6 +21,7 @@ from typing_extensions import override
 from lightning_advkd import functional as AF
 from lightning_advkd.features import FeatureTap, make_adapter
 from lightning_advkd.module import default_student_optimizer
+from lightning_advkd.teacher_cache import TEACHER_LOGITS
 from lightning_advkd.teacher_student import TeacherStudentModule
 
 
@@ -100,13 +101,19 @@ class KnowledgeDistillation(TeacherStudentModule):
         self.val_metrics = self._make_metrics("val/")
         self.test_metrics = self._make_metrics("test/")
 
-    def _forward_both(self, inputs: Tensor) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], list[Tensor]]:
+    def _forward_both(
+        self, batch: Any, inputs: Tensor
+    ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], list[Tensor]]:
         """Teacher and student ``(feature, logits)`` and the attention-transfer terms, from one pass of each."""
+        if self.attention_taps and isinstance(batch, dict) and TEACHER_LOGITS in batch:
+            raise ValueError(
+                "attention transfer needs the teacher's feature maps, which the teacher-output cache lacks"
+            )
         with ExitStack() as stack:
             for student_tap, teacher_tap in self.attention_taps:
                 stack.enter_context(student_tap.capture())
                 stack.enter_context(teacher_tap.capture())
-            teacher = self._teacher_forward(inputs)
+            teacher = self._teacher_outputs(batch, inputs)
             student = self._student_forward_raw(inputs)
         attention = [
             AF.attention_transfer_loss(student_tap.pop(), teacher_tap.pop())
@@ -114,8 +121,11 @@ class KnowledgeDistillation(TeacherStudentModule):
         ]
         return teacher, student, attention
 
-    def _loss_terms(self, inputs: Tensor, labels: Tensor | None) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        (teacher_features, teacher_logits), (student_features, student_logits), attention = self._forward_both(inputs)
+    def _loss_terms(self, batch: Any) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        inputs, labels = self._split(batch)
+        (teacher_features, teacher_logits), (student_features, student_logits), attention = self._forward_both(
+            batch, inputs
+        )
         w = self.loss_weights
         terms: dict[str, Tensor] = {}
         if "kd" in w:
@@ -134,8 +144,7 @@ class KnowledgeDistillation(TeacherStudentModule):
 
     @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        inputs, labels = self._split(batch)
-        terms, _, _ = self._loss_terms(inputs, labels if "labels" in self.loss_weights else None)
+        terms, _, _ = self._loss_terms(batch)
         loss = torch.stack(list(terms.values())).sum()
         self.log_dict({f"train/loss/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=False)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
@@ -150,10 +159,8 @@ class KnowledgeDistillation(TeacherStudentModule):
         self._evaluation_step(batch, self.test_metrics)
 
     def _evaluation_step(self, batch: Any, metrics: nn.ModuleDict) -> None:
-        inputs, labels = self._split(batch)
-        terms, student_logits, teacher_logits = self._loss_terms(
-            inputs, labels if "labels" in self.loss_weights else None
-        )
+        _, labels = self._split(batch)
+        terms, student_logits, teacher_logits = self._loss_terms(batch)
         prefix = metrics["label_free"].prefix
         self._update_classification_metrics(metrics, student_logits, teacher_logits, labels)
         self.log_dict(metrics["label_free"], on_step=False, on_epoch=True)

@@ -217,7 +217,7 @@ class AdversarialDistillation(TeacherStudentModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         inputs, _ = self._split(batch)  # labels are never read
         self._batch_idx = batch_idx
-        teacher_features, teacher_logits = self._teacher_forward(inputs)
+        teacher_features, teacher_logits = self._teacher_outputs(batch, inputs)
         student = self._student_forward(inputs)
         if self.hparams.discriminator_first:
             self._discriminator_updates(teacher_features, student)
@@ -398,7 +398,7 @@ class AdversarialDistillation(TeacherStudentModule):
 
     def _evaluation_step(self, batch: Any, metrics: nn.ModuleDict, prefix: str) -> None:
         inputs, labels = self._split(batch)
-        teacher_features, teacher_logits = self._teacher_forward(inputs)
+        teacher_features, teacher_logits = self._teacher_outputs(batch, inputs)
         student = self._student_forward(inputs)
         real_logits = self.discriminator(teacher_features).squeeze(1)
         fake_logits = self.discriminator(student.adapted).squeeze(1)

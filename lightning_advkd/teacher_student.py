@@ -8,8 +8,7 @@ teacher out (a fingerprint is checked instead) and carry the random generators' 
 from __future__ import annotations
 
 import copy
-import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -22,18 +21,11 @@ from typing_extensions import override
 from lightning_advkd._rng import get_rng_state, set_rng_state
 from lightning_advkd.batch import split_batch
 from lightning_advkd.features import FeatureTap, FeatureTapError, first_tensor, static_feature_width, static_num_classes
+from lightning_advkd.fingerprint import teacher_fingerprint
+from lightning_advkd.teacher_cache import TEACHER_FEATURES, TEACHER_KEY, TEACHER_LOGITS, teacher_cache_key
 
 CHECKPOINT_KEY = "lightning_advkd"
 TEACHER_PREFIX = "teacher."
-
-
-def teacher_fingerprint(teacher: nn.Module) -> str:
-    """SHA-256 of the teacher's state (names, shapes, dtypes and values): identifies the teacher a run used."""
-    digest = hashlib.sha256()
-    for name, tensor in teacher.state_dict().items():
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class TeacherStudentModule(L.LightningModule):
@@ -91,6 +83,7 @@ class TeacherStudentModule(L.LightningModule):
         if self.num_classes is None:
             raise ValueError("cannot tell the number of classes: pass num_classes= or input_shape=")
         self._fingerprint: str | None = None
+        self._cache_key_checked = False
 
     # ------------------------------------------------------------------ construction
 
@@ -145,6 +138,32 @@ class TeacherStudentModule(L.LightningModule):
         with torch.no_grad():
             return _forward_with_tap(self.teacher, self.teacher_tap, inputs)
 
+    def _teacher_outputs(self, batch: Any, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher's ``(feature, logits)``, read from a ``TeacherOutputCache`` batch or computed."""
+        if isinstance(batch, Mapping) and TEACHER_LOGITS in batch:
+            if not self._cache_key_checked:
+                self._check_cache_key(batch[TEACHER_KEY])
+            return batch[TEACHER_FEATURES], batch[TEACHER_LOGITS]
+        return self._teacher_forward(inputs)
+
+    def _check_cache_key(self, keys: Tensor) -> None:
+        expected = teacher_cache_key(self._teacher_fingerprint(), self.teacher_tap.tap)
+        if not bool((keys == expected).all()):
+            raise ValueError(
+                "the batch carries cached teacher outputs of a different teacher or feature tap than this module's: "
+                "rebuild the TeacherOutputCache with this module's teacher and teacher_tap"
+            )
+        self._cache_key_checked = True
+
+    def _teacher_fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = teacher_fingerprint(self.teacher)
+        return self._fingerprint
+
+    @override
+    def on_train_epoch_start(self) -> None:
+        self._cache_key_checked = False  # a new epoch may come from another dataloader
+
     def _student_forward_raw(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         """Student's ``(feature, logits)`` from one forward pass."""
         return _forward_with_tap(self.student, self.student_tap, inputs)
@@ -180,14 +199,12 @@ class TeacherStudentModule(L.LightningModule):
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._fingerprint is None:
-            self._fingerprint = teacher_fingerprint(self.teacher)
         if not self.include_teacher_in_checkpoint:
             state = checkpoint["state_dict"]
             for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
                 del state[key]
         checkpoint[CHECKPOINT_KEY] = {
-            "teacher_fingerprint": self._fingerprint,
+            "teacher_fingerprint": self._teacher_fingerprint(),
             "rng": get_rng_state() if self.restore_rng_state else None,
             **self._extra_checkpoint_state(),
         }

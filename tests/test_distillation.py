@@ -41,7 +41,7 @@ def test_each_baseline_trains_the_student_and_leaves_the_teacher(weights):
 def test_loss_terms_match_the_functional_definitions():
     module = build(kd_weight=2.0, logit_l2_weight=3.0, temperature=2.0)
     x = make_data(8)[0]
-    terms, student_logits, teacher_logits = module._loss_terms(x, None)
+    terms, student_logits, teacher_logits = module._loss_terms(x)
     torch.testing.assert_close(terms["kd"], 2.0 * AF.kd_loss(student_logits, teacher_logits, 2.0))
     torch.testing.assert_close(terms["logit_l2"], 3.0 * ((student_logits - teacher_logits) ** 2).mean())
 

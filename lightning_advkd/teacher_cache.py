@@ -1,0 +1,189 @@
+"""Teacher-output cache: compute the frozen teacher's features and logits once per sample, reuse them every epoch.
+
+Exact when the student's inputs are not randomly augmented (the teacher is frozen and in eval mode, so its output
+for a given input never changes). It removes the teacher forward from every training step, which dominates the step
+time of small students. The cache is keyed by the teacher's weights, its feature tap and the bytes of every input,
+so outputs of another teacher or another dataset can never be mixed in: the distillation modules check the key
+carried by every batch.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from torch.utils.data import TensorDataset
+    >>> teacher = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> cache = TeacherOutputCache(TensorDataset(torch.randn(10, 4), torch.arange(10) % 3), teacher)
+    >>> sorted(cache[0])
+    ['image', 'label', 'teacher_features', 'teacher_key', 'teacher_logits']
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_advkd.batch import split_batch
+from lightning_advkd.features import FeatureTap
+from lightning_advkd.fingerprint import teacher_fingerprint
+
+TEACHER_FEATURES = "teacher_features"
+TEACHER_LOGITS = "teacher_logits"
+TEACHER_KEY = "teacher_key"
+
+
+def teacher_cache_key(teacher_fingerprint: str, tap: str) -> int:
+    """A signed 64-bit integer naming one teacher (weights and feature tap), carried by every cached sample."""
+    digest = hashlib.sha256(f"{teacher_fingerprint}|{tap}".encode()).digest()
+    return int.from_bytes(digest[:8], "little", signed=True)
+
+
+class TeacherOutputCache(Dataset):
+    """Wraps a dataset; each sample becomes a dict with the input, the label (if any) and the teacher's outputs.
+
+    Args:
+        dataset: a dataset without random augmentation (checked: its first sample is read twice and must match).
+        teacher: the frozen teacher the distillation module will use.
+        tap: the teacher's feature tap, as given to the distillation module (``None``: the default tap).
+        cache_dir: folder for an on-disk copy of the outputs, reused by later runs with the same teacher and inputs;
+            ``None`` keeps them in memory only.
+        batch_size: batch size of the one pass that computes the outputs.
+        device: where that pass runs; default CUDA when available.
+        keep_inputs: keep the (transformed) inputs in memory too, so training reads tensors instead of decoding and
+            transforming images every epoch.
+        input_key: the key of the input in the samples it yields (the module's ``input_key``).
+        label_key: the key of the label.
+        progress: show a progress bar during the pass.
+
+    Raises:
+        ValueError: if the dataset is randomly augmented.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        teacher: nn.Module,
+        *,
+        tap: str | None = None,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 256,
+        device: str | torch.device | None = None,
+        keep_inputs: bool = True,
+        input_key: str = "image",
+        label_key: str = "label",
+        progress: bool = False,
+    ) -> None:
+        _check_not_augmented(dataset, input_key, label_key)
+        self.dataset = dataset
+        self.input_key, self.label_key = input_key, label_key
+        feature_tap = FeatureTap(teacher, tap, role="teacher")
+        self.key = teacher_cache_key(teacher_fingerprint(teacher), feature_tap.tap)
+        try:
+            inputs, labels, input_digest = _read_all(dataset, batch_size, input_key, label_key, progress)
+            path = _cache_path(cache_dir, self.key, input_digest)
+            if path is not None and path.is_file():
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+                self.features, self.logits = saved["features"], saved["logits"]
+            else:
+                self.features, self.logits = _teacher_outputs(
+                    teacher, feature_tap, inputs, batch_size, device, progress
+                )
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save({"features": self.features, "logits": self.logits}, path)
+        finally:
+            feature_tap.remove()
+        self.inputs = inputs if keep_inputs else None
+        self.labels = labels
+        self._key_tensor = torch.tensor(self.key, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        if self.inputs is not None:
+            image = self.inputs[index]
+        else:
+            image, _ = split_batch(self.dataset[index], self.input_key, self.label_key)
+        sample = {
+            self.input_key: image,
+            TEACHER_FEATURES: self.features[index],
+            TEACHER_LOGITS: self.logits[index],
+            TEACHER_KEY: self._key_tensor,
+        }
+        if self.labels is not None:
+            sample[self.label_key] = self.labels[index]
+        return sample
+
+
+def _check_not_augmented(dataset: Dataset, input_key: str, label_key: str) -> None:
+    first, _ = split_batch(_as_batch(dataset[0]), input_key, label_key)
+    again, _ = split_batch(_as_batch(dataset[0]), input_key, label_key)
+    if not torch.equal(first, again):
+        raise ValueError(
+            "the dataset returns a different input each time it is read (random augmentation), so cached teacher "
+            "outputs would not match the student's inputs: build the dataset without augmentation (augment=False), "
+            "or train without the teacher-output cache"
+        )
+
+
+def _as_batch(sample: Any) -> Any:
+    return sample if isinstance(sample, (Tensor, dict, tuple, list)) else (sample,)
+
+
+def _read_all(
+    dataset: Dataset, batch_size: int, input_key: str, label_key: str, progress: bool
+) -> tuple[Tensor, Tensor | None, str]:
+    """Every input (and label) in order, and a digest of the inputs' bytes."""
+    digest = hashlib.sha256()
+    inputs, labels = [], []
+    # A private generator: building the cache must not move the global RNG (seeded runs stay reproducible).
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+    for batch in _maybe_progress(loader, progress, "reading inputs"):
+        x, y = split_batch(batch, input_key, label_key)
+        x = x.contiguous()
+        digest.update(str((x.dtype, tuple(x.shape[1:]))).encode())
+        digest.update(x.numpy().tobytes())
+        inputs.append(x)
+        if y is not None:
+            labels.append(y)
+    return torch.cat(inputs), torch.cat(labels) if labels else None, digest.hexdigest()
+
+
+def _teacher_outputs(
+    teacher: nn.Module, tap: FeatureTap, inputs: Tensor, batch_size: int, device: Any, progress: bool
+) -> tuple[Tensor, Tensor]:
+    target = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    original = next(teacher.parameters()).device
+    was_training = teacher.training
+    teacher.eval().to(target)
+    features, logits = [], []
+    try:
+        with torch.no_grad():
+            for start in _maybe_progress(range(0, len(inputs), batch_size), progress, "teacher outputs"):
+                with tap.capture():
+                    out = teacher(inputs[start : start + batch_size].to(target))
+                features.append(tap.pop().float().cpu())
+                logits.append((out if isinstance(out, Tensor) else out[0]).float().cpu())
+    finally:
+        teacher.to(original).train(was_training)
+    return torch.cat(features), torch.cat(logits)
+
+
+def _cache_path(cache_dir: str | Path | None, key: int, input_digest: str) -> Path | None:
+    if cache_dir is None:
+        return None
+    return Path(cache_dir) / f"teacher-outputs-{key & (2**64 - 1):016x}-{input_digest[:16]}.pt"
+
+
+def _maybe_progress(iterable: Any, progress: bool, description: str) -> Any:
+    if not progress:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=description)

@@ -1,0 +1,89 @@
+"""The teacher-output cache: exact (same weights as live training), keyed to its teacher, refuses augmented data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_module import assert_same_state, fit, state
+from tiny_networks import TinyStudent, TinyTeacher, make_data, make_networks
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from lightning_advkd import AdversarialDistillation, AdversarialSamples, TeacherOutputCache
+from lightning_advkd.distillation import KnowledgeDistillation
+
+
+def trained_state(module, loader) -> dict[str, torch.Tensor]:
+    torch.manual_seed(5)
+    fit(
+        module,
+        loader,
+        max_epochs=2,
+        callbacks=[AdversarialSamples()] if isinstance(module, AdversarialDistillation) else [],
+    )
+    return {k: v for k, v in state(module).items() if not k.startswith("teacher.")}
+
+
+@pytest.mark.parametrize("module_class", [AdversarialDistillation, KnowledgeDistillation])
+def test_cached_training_gives_the_same_weights_as_live_training(module_class):
+    images, labels = make_data(64)
+    dataset = TensorDataset(images, labels)
+    live = trained_state(module_class(*make_networks()), DataLoader(dataset, batch_size=16))
+    teacher, student = make_networks()
+    cache = TeacherOutputCache(dataset, teacher, batch_size=16)  # same batches as training: bit-exact outputs
+    cached = trained_state(module_class(teacher, student), DataLoader(cache, batch_size=16))
+    assert_same_state(live, cached)
+
+
+def test_cache_matches_the_teacher_and_skips_its_forward():
+    teacher, student = make_networks()
+    images, labels = make_data(32)
+    cache = TeacherOutputCache(TensorDataset(images, labels), teacher, batch_size=7)
+    assert teacher.training  # the cache restores the mode it found
+    with torch.no_grad():
+        logits = teacher.eval()(images)
+    torch.testing.assert_close(cache.logits, logits, rtol=1e-5, atol=1e-6)
+    assert cache.features.shape == (32, 24)
+    assert torch.equal(cache[3]["label"], labels[3])
+
+    calls = []
+    module = AdversarialDistillation(teacher, student)
+    module.teacher.register_forward_hook(lambda *args: calls.append(1))
+    fit(module, DataLoader(cache, batch_size=8), limit_val_batches=0)
+    assert calls == []  # the teacher never ran during training
+
+
+def test_outputs_of_another_teacher_are_refused():
+    images, labels = make_data(32)
+    cache = TeacherOutputCache(TensorDataset(images, labels), TinyTeacher())
+    module = AdversarialDistillation(TinyTeacher(), TinyStudent())
+    with pytest.raises(ValueError, match="different teacher or feature tap"):
+        fit(module, DataLoader(cache, batch_size=8))
+
+
+class Augmented(Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int):
+        return torch.randn(1, 8, 8), 0
+
+
+def test_randomly_augmented_data_is_refused():
+    with pytest.raises(ValueError, match="augment=False"):
+        TeacherOutputCache(Augmented(), TinyTeacher())
+
+
+def test_on_disk_copy_is_reused_and_keyed_by_the_inputs(tmp_path):
+    teacher = TinyTeacher()
+    images, labels = make_data(32)
+    first = TeacherOutputCache(TensorDataset(images, labels), teacher, cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.pt"))
+    assert len(files) == 1
+    torch.save({"features": first.features * 0 + 7, "logits": first.logits}, files[0])  # mark the file
+    again = TeacherOutputCache(TensorDataset(images, labels), teacher, cache_dir=tmp_path)
+    assert torch.all(again.features == 7)  # read from disk, not recomputed
+    other_images = images.clone()
+    other_images[0] += 1
+    TeacherOutputCache(TensorDataset(other_images, labels), teacher, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 2  # different inputs: a different file
+    assert not any(m._forward_hooks for m in teacher.modules())  # the cache's tap is removed
