@@ -278,3 +278,16 @@ def test_export_student_is_standalone_and_predicts_like_the_trained_one():
     clone = copy.deepcopy(exported)
     assert not clone.training
     assert clone(x).shape[1] == NUM_CLASSES
+
+
+@pytest.mark.parametrize(("init_scale", "expected_steps"), [(2.0**8, 4), (2.0**120, 0)])
+def test_16_mixed_skipped_steps_neither_count_nor_step_the_scheduler(init_scale, expected_steps):
+    from lightning.pytorch.plugins import MixedPrecision
+
+    scheduler = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    module = build(student_scheduler=scheduler, scheduler_interval="step")
+    # A CPU GradScaler exercises the same code path as on a GPU; 2**120 overflows fp16 gradients on every step.
+    plugin = MixedPrecision("16-mixed", device="cpu", scaler=torch.amp.GradScaler("cpu", init_scale=init_scale))
+    trainer = fit(module, make_loader(n=64, batch_size=16), plugins=[plugin], limit_val_batches=0)
+    assert module.student_step == expected_steps
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**expected_steps)

@@ -1,0 +1,287 @@
+"""Training speed and peak memory of ANC against KD, the supervised student and a plain PyTorch ANC loop.
+
+Every method trains the same student on the same in-memory batches, side by side in one invocation: the methods are
+interleaved over several rounds and the median steps/s is reported, so drift of the machine hits all of them alike.
+
+Methods:
+  supervised    the student with labels (SupervisedClassifier, Lightning)
+  kd            Hinton KD (KnowledgeDistillation, Lightning)
+  anc           ANC as this package runs it (AdversarialDistillation + AdversarialSamples, Lightning)
+  anc_cached    the same, reading teacher outputs from the teacher-output cache (no teacher forward per step)
+  anc_plain     ANC written as a plain PyTorch loop here, same math, no Lightning: the framework-overhead reference
+  anc_two_pass  the reference implementation's variant: a second student forward pass for the adversarial sample
+
+Peak memory is the maximum resident set size of a fresh subprocess that runs one method (minus that of a subprocess
+that builds the same data and networks but does not train): CPU memory cannot be reset within one process.
+
+Usage:
+  python benchmarks/speed.py                        # both pairs, writes benchmarks/results/speed.{md,json}
+  python benchmarks/speed.py --pairs fmnist --steps 20 --rounds 2 --no-memory   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_advkd import AdversarialDistillation, AdversarialSamples
+from lightning_advkd import functional as AF
+from lightning_advkd.distillation import KnowledgeDistillation
+from lightning_advkd.models import create_model
+from lightning_advkd.supervised import SupervisedClassifier
+from lightning_advkd.teacher_cache import TeacherOutputCache
+
+RESULTS = Path(__file__).parent / "results"
+METHODS = ("supervised", "kd", "anc", "anc_cached", "anc_plain", "anc_two_pass")
+
+
+@dataclass(frozen=True)
+class Pair:
+    teacher: str
+    student: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+
+PAIRS = {
+    "cifar": Pair("resnet56", "resnet20", (3, 32, 32), 100),
+    "fmnist": Pair("nin", "lenet5", (1, 28, 28), 10),
+}
+
+
+def build_networks(pair: Pair, channels_last: bool) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    in_chans = pair.input_shape[0]
+    teacher = create_model(pair.teacher, num_classes=pair.num_classes, in_chans=in_chans).eval()
+    student = create_model(pair.student, num_classes=pair.num_classes, in_chans=in_chans)
+    if channels_last:
+        teacher, student = teacher.to(memory_format=torch.channels_last), student.to(memory_format=torch.channels_last)
+    return teacher, student
+
+
+def make_dataset(pair: Pair, steps: int, batch_size: int) -> TensorDataset:
+    generator = torch.Generator().manual_seed(0)
+    n = steps * batch_size
+    images = torch.randn(n, *pair.input_shape, generator=generator)
+    labels = torch.randint(0, pair.num_classes, (n,), generator=generator)
+    return TensorDataset(images, labels)
+
+
+class StepTimer(Callback):
+    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start = self.end = 0.0
+        self.timed_steps = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx >= self.warmup:
+            self.end = time.perf_counter()
+            self.timed_steps = batch_idx - self.warmup + 1
+
+
+def lightning_steps_per_second(module: L.LightningModule, loader: DataLoader, warmup: int, callbacks=()) -> float:
+    timer = StepTimer(warmup)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, log_every_n_steps=50,
+        callbacks=[timer, *callbacks],
+    )  # fmt: skip
+    trainer.fit(module, loader)
+    return timer.timed_steps / (timer.end - timer.start)
+
+
+def plain_anc_steps_per_second(
+    teacher: nn.Module, student: nn.Module, loader: DataLoader, warmup: int, two_pass: bool
+) -> float:
+    """ANC in plain PyTorch: the same losses, optimizers and regularizer as the package's defaults."""
+    t_head, s_head = teacher.get_classifier(), student.get_classifier()
+    adapter = nn.Linear(s_head.in_features, t_head.in_features)
+    discriminator = AdversarialDistillation(teacher, student).discriminator  # same architecture and init scheme
+    opt_s = torch.optim.SGD([*student.parameters(), *adapter.parameters()], lr=0.05, momentum=0.9, weight_decay=5e-4)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    student.train()
+    start, steps = 0.0, 0
+    for index, (x, _) in enumerate(loader):
+        if index == warmup:
+            start = time.perf_counter()
+        with torch.no_grad():
+            t_feat = teacher.forward_head(teacher.forward_features(x), pre_logits=True)
+            t_logits = t_head(t_feat)
+        s_feat = student.forward_head(student.forward_features(x), pre_logits=True)
+        s_logits = s_head(s_feat)
+        if two_pass:  # the reference implementation runs the backbone again for the perturbed sample
+            s_again = student.forward_head(student.forward_features(x), pre_logits=True)
+            perturbed = adapter(F.dropout(s_again, 0.5))
+        else:
+            perturbed = adapter(F.dropout(s_feat, 0.5))
+        adapted = adapter(s_feat)
+        discriminator.requires_grad_(False)
+        loss_s = AF.generator_loss(discriminator(perturbed)) + F.mse_loss(s_logits, t_logits)
+        opt_s.zero_grad(set_to_none=True)
+        loss_s.backward()
+        opt_s.step()
+        discriminator.requires_grad_(True)
+        loss_d = (
+            AF.discriminator_loss(discriminator(t_feat), discriminator(adapted.detach()))
+            + AF.adversarial_samples_penalty(discriminator(perturbed.detach()))
+        )  # fmt: skip
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        if index >= warmup:
+            steps += 1
+    return steps / (time.perf_counter() - start)
+
+
+def measure(
+    method: str, pair: Pair, dataset: TensorDataset, batch_size: int, warmup: int, channels_last: bool
+) -> float:
+    teacher, student = build_networks(pair, channels_last)
+    loader = DataLoader(dataset, batch_size=batch_size)
+    if method == "supervised":
+        return lightning_steps_per_second(SupervisedClassifier(student, pair.num_classes), loader, warmup)
+    if method == "kd":
+        return lightning_steps_per_second(KnowledgeDistillation(teacher, student, kd_weight=1.0), loader, warmup)
+    if method == "anc":
+        return lightning_steps_per_second(
+            AdversarialDistillation(teacher, student), loader, warmup, [AdversarialSamples()]
+        )
+    if method == "anc_cached":
+        cache = TeacherOutputCache(dataset, teacher, batch_size=batch_size)
+        cached_loader = DataLoader(cache, batch_size=batch_size)
+        module = AdversarialDistillation(teacher, student)
+        return lightning_steps_per_second(module, cached_loader, warmup, [AdversarialSamples()])
+    if method in ("anc_plain", "anc_two_pass"):
+        return plain_anc_steps_per_second(teacher, student, loader, warmup, two_pass=method == "anc_two_pass")
+    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+
+
+def peak_memory_mb(method: str, pair_name: str, args: argparse.Namespace) -> float:
+    """Peak RSS of a subprocess running ``method`` minus that of one that only builds data and networks."""
+
+    def run(what: str) -> float:
+        command = [sys.executable, __file__, "--memory-probe", what, "--pairs", pair_name, "--steps", str(args.steps),
+                   "--batch-size", str(args.batch_size), "--warmup", str(args.warmup)]  # fmt: skip
+        if args.channels_last:
+            command.append("--channels-last")
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        return float(output.strip().splitlines()[-1])
+
+    return run(method) - run("none")
+
+
+def memory_probe(method: str, args: argparse.Namespace) -> None:
+    pair = PAIRS[args.pairs[0]]
+    dataset = make_dataset(pair, args.steps, args.batch_size)
+    build_networks(pair, args.channels_last)
+    if method != "none":
+        measure(method, pair, dataset, args.batch_size, args.warmup, args.channels_last)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux -> MiB
+
+
+def ratios(rates: dict[str, float]) -> dict[str, float]:
+    """The targets of the speed issue, as time-per-step ratios (higher time = slower)."""
+    return {
+        "anc / kd (target <= 1.10)": rates["kd"] / rates["anc"],
+        "anc / anc_plain (target <= 1.05)": rates["anc_plain"] / rates["anc"],
+        "anc_two_pass / anc_plain": rates["anc_plain"] / rates["anc_two_pass"],
+        "anc_cached speed-up over anc": rates["anc_cached"] / rates["anc"],
+    }
+
+
+def benchmark_pair(name: str, args: argparse.Namespace, log: Callable[[str], None]) -> dict:
+    pair = PAIRS[name]
+    dataset = make_dataset(pair, args.steps, args.batch_size)
+    samples: dict[str, list[float]] = {m: [] for m in args.methods}
+    for round_index in range(args.rounds):
+        for method in args.methods:
+            rate = measure(method, pair, dataset, args.batch_size, args.warmup, args.channels_last)
+            samples[method].append(rate)
+            log(f"[{name}] round {round_index + 1}/{args.rounds} {method:>13}: {rate:7.2f} steps/s")
+    rates = {m: statistics.median(v) for m, v in samples.items()}
+    result = {"pair": f"{pair.teacher} -> {pair.student}", "input": list(pair.input_shape), "steps_per_s": rates,
+              "samples": samples}  # fmt: skip
+    if set(METHODS) <= set(args.methods):
+        result["ratios"] = ratios(rates)
+    if not args.no_memory:
+        result["peak_memory_mb"] = {m: peak_memory_mb(m, name, args) for m in args.methods}
+    return result
+
+
+def to_markdown(results: dict, args: argparse.Namespace) -> str:
+    lines = [
+        "# Speed and memory (CPU)", "",
+        f"Command: `python benchmarks/speed.py {' '.join(args.argv)}`".rstrip() + "  ",
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, batch {args.batch_size}, {args.steps} steps of which {args.warmup} warm-up, median of "
+        f"{args.rounds} interleaved rounds, channels_last={args.channels_last}.", "",
+    ]  # fmt: skip
+    for name, result in results.items():
+        lines += [f"## {name}: {result['pair']}, input {tuple(result['input'])}", ""]
+        memory = result.get("peak_memory_mb")
+        lines += ["| method | steps/s | images/s | peak memory over baseline (MiB) |", "|---|---|---|---|"]
+        for method, rate in result["steps_per_s"].items():
+            mem = f"{memory[method]:.0f}" if memory else "-"
+            lines.append(f"| {method} | {rate:.2f} | {rate * args.batch_size:.0f} | {mem} |")
+        if "ratios" in result:
+            lines += ["", "| ratio | value |", "|---|---|"]
+            lines += [f"| {k} | {v:.3f} |" for k, v in result["ratios"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--steps", type=int, default=30, help="batches per measurement, warm-up included")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--out", type=Path, default=RESULTS / "speed")
+    parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.memory_probe is not None:
+        memory_probe(args.memory_probe, args)
+        return
+    results = {name: benchmark_pair(name, args, print) for name in args.pairs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    markdown = to_markdown(results, args)
+    args.out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
