@@ -9,6 +9,7 @@ from lightning_advkd.callbacks import (
     R1Penalty,
     WeightPenalty,
 )
+from lightning_advkd.collapse import CollapseGuard
 from lightning_advkd.discriminator import MLPDiscriminator
 from lightning_advkd.export import load_student_state_dict
 from lightning_advkd.features import FeatureTap, FeatureTapError
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdversarialDistillation",
     "AdversarialSamples",
+    "CollapseGuard",
     "ConstantSchedule",
     "DiscriminatorRegularizer",
     "DiscriminatorStepInputs",

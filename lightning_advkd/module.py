@@ -184,6 +184,7 @@ class AdversarialDistillation(TeacherStudentModule):
         self.discriminator_step = 0
         self._regularizers: list[DiscriminatorRegularizer] = []
         self._batch_idx = 0
+        self.discriminator_accuracy: Tensor | None = None  # of the last update, for the regularizers and guards
         self.val_metrics = self._make_metrics("val/", _discriminator_metrics())
         self.test_metrics = self._make_metrics("test/", _discriminator_metrics())
 
@@ -274,9 +275,9 @@ class AdversarialDistillation(TeacherStudentModule):
                 self.manual_backward(loss / self.hparams.accumulate_grad_batches)
                 if self._is_update_batch():
                     self.discriminator_step += int(self._optimizer_step(optimizer, 1))
-            accuracy = _discriminator_accuracy(inputs.real_logits, inputs.fake_logits)
+            self.discriminator_accuracy = _discriminator_accuracy(inputs.real_logits, inputs.fake_logits)
             for regularizer in self._regularizers:
-                regularizer.on_discriminator_step(self.trainer, self.discriminator_step, accuracy)
+                regularizer.on_discriminator_step(self.trainer, self.discriminator_step, self.discriminator_accuracy)
         if self._should_log():
             self._log_terms("discriminator", terms, loss)
             self._log_discriminator_health(inputs.real_logits.detach(), inputs.fake_logits.detach(), "train/")

@@ -1,0 +1,139 @@
+"""A datamodule whose batches carry the frozen teacher's outputs, computed once instead of at every step."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
+
+from lightning_advkd.teacher_cache import TeacherOutputCache
+
+log = logging.getLogger(__name__)
+
+
+class TeacherOutputDataModule(L.LightningDataModule):
+    """Wraps an image-classification datamodule; every split becomes a :class:`~lightning_advkd.TeacherOutputCache`.
+
+    The teacher is frozen and in eval mode, so for inputs without random augmentation its features and logits never
+    change: computing them once and reading them back is exact, and removes the teacher's forward pass from every
+    training step (the dominant cost when the student is small). Data then lives in memory as tensors, so the loaders
+    use no worker processes. The inner datamodule's ``num_classes``, ``in_chans``, ``image_size`` and batch sizes are
+    kept.
+
+    Args:
+        datamodule: A datamodule built with ``augment=False`` (checked by the cache on its first sample).
+        teacher: The frozen teacher the distillation module uses.
+        teacher_tap: The teacher's feature tap, as given to the module.
+        cache_dir: Where the outputs are kept on disk between runs (keyed by teacher weights and input bytes);
+            ``None`` keeps them in memory only.
+        batch_size: Batch size of the one pass over the data.
+        seed: Seed of the train loader's shuffling generator (saved in checkpoints, so a resumed run sees the same
+            epoch orders).
+        progress: Show a progress bar while computing the outputs.
+
+    Raises:
+        ValueError: From the cache, when the inner datamodule augments its training images.
+    """
+
+    def __init__(
+        self,
+        datamodule: Any,
+        teacher: nn.Module,
+        *,
+        teacher_tap: str | None = None,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 512,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        self.datamodule = datamodule
+        self.teacher = teacher
+        self.teacher_tap = teacher_tap
+        self.cache_dir = cache_dir
+        self.pass_batch_size = batch_size
+        self.progress = progress
+        self.num_classes = datamodule.num_classes
+        self.in_chans = datamodule.in_chans
+        self.image_size = datamodule.image_size
+        self.batch_size = datamodule.batch_size
+        self.eval_batch_size = getattr(datamodule, "eval_batch_size", datamodule.batch_size)
+        self.drop_last = bool(getattr(datamodule, "drop_last", False))
+        self._generator = torch.Generator().manual_seed(seed)
+        self._cached: dict[int, TeacherOutputCache] = {}
+
+    def _wrap(self, dataset: Dataset | None, name: str) -> TeacherOutputCache | None:
+        if dataset is None:
+            return None
+        if id(dataset) not in self._cached:
+            log.info("Computing the teacher's outputs on the %s split (%d samples), once", name, len(dataset))
+            self._cached[id(dataset)] = TeacherOutputCache(
+                dataset, self.teacher, tap=self.teacher_tap, cache_dir=self._disk_cache_dir(),
+                batch_size=self.pass_batch_size, progress=self.progress and self._is_global_zero(),
+            )  # fmt: skip
+        return self._cached[id(dataset)]
+
+    def _disk_cache_dir(self) -> str | Path | None:
+        # Several processes writing one cache file at once could corrupt it: under DDP each keeps its copy in memory.
+        if self.trainer is not None and self.trainer.world_size > 1:
+            return None
+        return self.cache_dir
+
+    def _is_global_zero(self) -> bool:
+        return self.trainer is None or self.trainer.is_global_zero
+
+    @override
+    def prepare_data(self) -> None:
+        self.datamodule.prepare_data()
+
+    @override
+    def setup(self, stage: str) -> None:
+        self.datamodule.setup(stage)
+        if stage == "fit":
+            self._wrap(self.datamodule.train_set, "train")
+        if stage in ("fit", "validate"):
+            self._wrap(self.datamodule.val_set, "validation")
+        if stage == "test":
+            self._wrap(self.datamodule.test_set, "test")
+
+    def _loader(self, dataset: Dataset | None, split: str, train: bool = False) -> DataLoader | list:
+        cached = self._wrap(dataset, split)
+        if cached is None:
+            return []
+        return DataLoader(
+            cached,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=self.drop_last and train,
+            generator=self._generator if train else None,
+        )
+
+    @override
+    def train_dataloader(self) -> DataLoader | list:
+        return self._loader(self.datamodule.train_set, "train", train=True)
+
+    @override
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.datamodule.val_set, "validation")
+
+    @override
+    def test_dataloader(self) -> DataLoader | list:
+        return self._loader(self.datamodule.test_set, "test")
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self._generator.get_state()}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "generator" in state_dict:
+            self._generator.set_state(state_dict["generator"])
+
+
+__all__ = ["TeacherOutputDataModule"]

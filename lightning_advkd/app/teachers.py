@@ -1,0 +1,175 @@
+"""Teachers of a run: loaded from a given checkpoint, or trained once with labels and cached by their recipe.
+
+A cached teacher lives at ``<cache_dir>/teachers/<arch>-<key>.ckpt``. The key hashes everything that decides the
+teacher's weights: the dataset (its config without loader-only options, ``data_dir`` made absolute), the architecture,
+the training recipe (the ``SupervisedClassifier`` options and the Trainer settings that change the result: epochs,
+batch limits, precision, devices, ...) and the seed. A teacher of another dataset, architecture or recipe therefore
+never stands in for the one asked for; it gets its own file. The file is a Lightning-style checkpoint (weights under
+``model.``), readable by :func:`lightning_advkd.models.load_weights` and by ``pair.teacher.checkpoint=<file>``, with
+the recipe beside it in ``<arch>-<key>.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_advkd.app.compat import IncompatibleConfigError
+from lightning_advkd.models import CheckpointMismatchError, load_weights
+from lightning_advkd.supervised import MODEL_PREFIX
+
+log = logging.getLogger(__name__)
+
+#: Key of the recipe and results inside a cached teacher checkpoint.
+TEACHER_META_KEY = "lightning_advkd_teacher"
+#: Bump when the meaning of a recipe changes, so old cache entries are not reused.
+RECIPE_VERSION = 1
+#: Datamodule options that change how data is loaded but not what a model learns from it.
+LOADER_ONLY_KEYS = frozenset({"eval_batch_size", "num_workers", "pin_memory", "persistent_workers"})
+#: Trainer options that change the trained weights.
+TRAINER_RESULT_KEYS = (
+    "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches", "fast_dev_run",
+    "overfit_batches", "precision", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
+    "deterministic", "devices", "num_nodes",
+)  # fmt: skip
+
+
+class MissingTeacherError(FileNotFoundError):
+    """The teacher checkpoint a run needs does not exist."""
+
+
+def teacher_recipe(
+    *,
+    dataset: Mapping[str, Any],
+    model: Mapping[str, Any],
+    module: Mapping[str, Any],
+    trainer: Mapping[str, Any],
+    seed: int,
+    num_classes: int,
+    in_chans: int,
+) -> dict[str, Any]:
+    """The plain-data description of how a teacher is trained; equal recipes give equal teachers.
+
+    Args:
+        dataset: The teacher's datamodule config (after the teacher's own overrides such as ``augment``).
+        model: The architecture's config node (``name`` and keyword arguments).
+        module: The ``SupervisedClassifier`` config node.
+        trainer: The teacher's Trainer config (only :data:`TRAINER_RESULT_KEYS` are kept).
+        seed: The run's seed.
+        num_classes: Classes of the dataset.
+        in_chans: Channels of the dataset's images.
+
+    Example:
+        >>> recipe = teacher_recipe(dataset={"_target_": "D", "data_dir": "/d", "num_workers": 2},
+        ...     model={"name": "resnet8"}, module={"lr": 0.1}, trainer={"max_epochs": 1, "logger": False},
+        ...     seed=0, num_classes=10, in_chans=1)
+        >>> sorted(recipe["dataset"]), sorted(k for k, v in recipe["trainer"].items() if v is not None)
+        (['_target_', 'data_dir'], ['max_epochs'])
+    """
+    data = {k: v for k, v in dataset.items() if k not in LOADER_ONLY_KEYS}
+    if data.get("data_dir") is not None:
+        data["data_dir"] = str(Path(str(data["data_dir"])).expanduser().resolve())
+    if data.get("val_dir") is not None:
+        data["val_dir"] = str(Path(str(data["val_dir"])).expanduser().resolve())
+    return {
+        "version": RECIPE_VERSION,
+        "dataset": data,
+        "model": dict(model),
+        "num_classes": num_classes,
+        "in_chans": in_chans,
+        "module": dict(module),
+        "trainer": {key: trainer.get(key) for key in TRAINER_RESULT_KEYS},
+        "seed": seed,
+    }
+
+
+def recipe_key(recipe: Mapping[str, Any]) -> str:
+    """16 hex digits of the SHA-256 of the recipe's canonical JSON.
+
+    Example:
+        >>> recipe_key({"a": 1, "b": [1, 2]}) == recipe_key({"b": [1, 2], "a": 1})
+        True
+    """
+    canonical = json.dumps(recipe, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def cached_teacher_path(cache_dir: str | Path, arch: str, key: str) -> Path:
+    """``<cache_dir>/teachers/<arch>-<key>.ckpt`` (the architecture name made file-safe)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", arch)
+    return Path(cache_dir).expanduser() / "teachers" / f"{safe}-{key}.ckpt"
+
+
+def save_teacher(model: nn.Module, path: str | Path, meta: Mapping[str, Any]) -> Path:
+    """Write the teacher's weights (under ``model.``) and ``meta`` to ``path`` atomically, and ``meta`` as JSON beside.
+
+    The file appears complete or not at all: an interrupted run never leaves a half-written teacher for the next
+    run to load.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"state_dict": state, TEACHER_META_KEY: dict(meta)}, tmp)
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps(dict(meta), indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def read_teacher_meta(path: str | Path) -> dict[str, Any]:
+    """The recipe and results stored with a cached teacher (empty for checkpoints written elsewhere)."""
+    sidecar = Path(path).with_suffix(".json")
+    if sidecar.is_file():
+        return json.loads(sidecar.read_text())
+    return {}
+
+
+def load_teacher(model: nn.Module, path: str | Path, *, how_to_train: str) -> nn.Module:
+    """Load a teacher checkpoint into ``model`` (any format :func:`~lightning_advkd.models.load_weights` reads).
+
+    Args:
+        model: The teacher architecture, built for the dataset.
+        path: The checkpoint.
+        how_to_train: The command that trains and caches this teacher, quoted in the error when ``path`` is missing.
+
+    Raises:
+        MissingTeacherError: When ``path`` is not a file; the message says how to train one.
+        IncompatibleConfigError: When the checkpoint's weights do not fit the architecture built for the dataset
+            (another class count or input channels, another architecture).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingTeacherError(
+            f"teacher checkpoint {path} does not exist. Train the teacher first with\n  {how_to_train}\n"
+            "which saves it in the teacher cache, or set pair.teacher.checkpoint=null to train it (once, then cached) "
+            "as part of the distillation run."
+        )
+    try:
+        load_weights(model, path)
+    except CheckpointMismatchError as err:
+        raise IncompatibleConfigError(
+            f"teacher checkpoint {path} does not fit the teacher built for this dataset "
+            f"({getattr(model, 'num_classes', '?')} classes, {getattr(model, 'in_chans', '?')} input channels): it "
+            f"was trained for another dataset or architecture.\n{err}"
+        ) from err
+    return model
+
+
+__all__ = [
+    "MissingTeacherError",
+    "cached_teacher_path",
+    "load_teacher",
+    "read_teacher_meta",
+    "recipe_key",
+    "save_teacher",
+    "teacher_recipe",
+]
