@@ -13,8 +13,8 @@ is trained under the same budget (epochs, batch size, optimizer, schedule, data)
   anc_adv_samples       ANC with the paper's adversarial-samples regularizer
   anc_r1                ANC with an R1 gradient penalty (beyond the paper)
 
-Training images are not augmented, for every method alike, so the label-free methods read the teacher's outputs from
-the teacher-output cache (exact, and about 25x faster per step on this CPU). Test accuracy is measured after every
+Training images are not augmented, for every method alike, so the label-free methods read the teacher's outputs (and
+attention maps) from the teacher-output cache (exact, and about 25x faster per step on this CPU). Test accuracy is measured after every
 epoch; the table reports the last epoch and the best epoch (the community protocol), mean +- std and worst seed.
 
 Each finished run is appended to ``<out>/runs.jsonl``; rerunning skips runs already there, so an interrupted
@@ -87,17 +87,17 @@ def kd(teacher: nn.Module, student: nn.Module, args: argparse.Namespace, **weigh
     )  # fmt: skip
 
 
-# name -> (module factory, regularizer callbacks factory, needs the live teacher)
-METHODS: dict[str, tuple[Callable, Callable[[], list], bool]] = {
-    "supervised": (None, list, False),
-    "kd": (functools.partial(kd, kd_weight=1.0), list, False),
-    "l2_logits": (functools.partial(kd, kd_weight=0.0, logit_l2_weight=1.0), list, False),
-    "hint": (functools.partial(kd, kd_weight=1.0, hint_weight=1.0), list, False),
-    "attention": (functools.partial(kd, kd_weight=1.0, attention_weight=100.0), list, True),
-    "anc_noreg": (anc, list, False),
-    "anc_weight_l2": (anc, lambda: [WeightPenalty("l2", weight=1e-3)], False),
-    "anc_adv_samples": (anc, lambda: [AdversarialSamples()], False),
-    "anc_r1": (anc, lambda: [R1Penalty(weight=1.0)], False),
+# name -> (module factory, regularizer callbacks factory)
+METHODS: dict[str, tuple[Callable, Callable[[], list]]] = {
+    "supervised": (None, list),
+    "kd": (functools.partial(kd, kd_weight=1.0), list),
+    "l2_logits": (functools.partial(kd, kd_weight=0.0, logit_l2_weight=1.0), list),
+    "hint": (functools.partial(kd, kd_weight=1.0, hint_weight=1.0), list),
+    "attention": (functools.partial(kd, kd_weight=1.0, attention_weight=100.0), list),
+    "anc_noreg": (anc, list),
+    "anc_weight_l2": (anc, lambda: [WeightPenalty("l2", weight=1e-3)]),
+    "anc_adv_samples": (anc, lambda: [AdversarialSamples()]),
+    "anc_r1": (anc, lambda: [R1Penalty(weight=1.0)]),
 }
 
 
@@ -161,7 +161,7 @@ def _tensors(loader: DataLoader) -> TensorDataset:
 
 
 def run_one(method: str, seed: int, teacher: nn.Module, data: dict, args: argparse.Namespace) -> dict:
-    factory, regularizers, live_teacher = METHODS[method]
+    factory, regularizers = METHODS[method]
     L.seed_everything(seed, verbose=False)
     student = create_model("lenet5", num_classes=NUM_CLASSES, in_chans=1)
     generator = torch.Generator().manual_seed(seed)
@@ -174,7 +174,7 @@ def run_one(method: str, seed: int, teacher: nn.Module, data: dict, args: argpar
         train, test, metric = data["train"], data["test"], "val/acc"
     else:
         module = factory(teacher, student, args)
-        train, test = (data["train"], data["test"]) if live_teacher else (data["train_cached"], data["test_cached"])
+        train, test = data["train_cached"], data["test_cached"]
         metric = "val/student_acc"
     accuracy = EpochAccuracy(metric)
     start = time.time()
@@ -297,10 +297,11 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     teacher = train_teacher(args)
     train, test = plain_datasets(args)
+    layers = [teacher_layer for _, teacher_layer in ATTENTION_PAIRS]
     data = {
         "train": train, "test": test,
-        "train_cached": TeacherOutputCache(train, teacher, batch_size=512, progress=True),
-        "test_cached": TeacherOutputCache(test, teacher, batch_size=512),
+        "train_cached": TeacherOutputCache(train, teacher, batch_size=512, progress=True, attention_layers=layers),
+        "test_cached": TeacherOutputCache(test, teacher, batch_size=512, attention_layers=layers),
     }  # fmt: skip
     teacher_acc = teacher_accuracy(teacher, test)
     print(f"teacher test accuracy {100 * teacher_acc:.2f} %")

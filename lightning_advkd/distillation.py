@@ -21,7 +21,7 @@ from typing_extensions import override
 from lightning_advkd import functional as AF
 from lightning_advkd.features import FeatureTap, make_adapter
 from lightning_advkd.module import default_student_optimizer
-from lightning_advkd.teacher_cache import TEACHER_LOGITS
+from lightning_advkd.teacher_cache import TEACHER_ATTENTION, TEACHER_LOGITS
 from lightning_advkd.teacher_student import TeacherStudentModule
 
 
@@ -105,20 +105,27 @@ class KnowledgeDistillation(TeacherStudentModule):
         self, batch: Any, inputs: Tensor
     ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], list[Tensor]]:
         """Teacher and student ``(feature, logits)`` and the attention-transfer terms, from one pass of each."""
-        if self.attention_taps and isinstance(batch, dict) and TEACHER_LOGITS in batch:
-            raise ValueError(
-                "attention transfer needs the teacher's feature maps, which the teacher-output cache lacks"
-            )
+        cached = isinstance(batch, dict) and TEACHER_LOGITS in batch
+        if cached:
+            missing = [t.tap for _, t in self.attention_taps if TEACHER_ATTENTION + t.tap not in batch]
+            if missing:
+                raise ValueError(
+                    f"the teacher-output cache holds no attention maps of teacher layers {missing}: build it with "
+                    f"TeacherOutputCache(..., attention_layers={missing})"
+                )
         with ExitStack() as stack:
             for student_tap, teacher_tap in self.attention_taps:
                 stack.enter_context(student_tap.capture())
-                stack.enter_context(teacher_tap.capture())
+                if not cached:
+                    stack.enter_context(teacher_tap.capture())
             teacher = self._teacher_outputs(batch, inputs)
             student = self._student_forward_raw(inputs)
-        attention = [
-            AF.attention_transfer_loss(student_tap.pop(), teacher_tap.pop())
-            for student_tap, teacher_tap in self.attention_taps
-        ]
+        attention = []
+        for student_tap, teacher_tap in self.attention_taps:
+            if cached:
+                attention.append(AF.attention_distance(student_tap.pop(), batch[TEACHER_ATTENTION + teacher_tap.tap]))
+            else:
+                attention.append(AF.attention_transfer_loss(student_tap.pop(), teacher_tap.pop()))
         return teacher, student, attention
 
     def _loss_terms(self, batch: Any) -> tuple[dict[str, Tensor], Tensor, Tensor]:

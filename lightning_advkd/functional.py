@@ -179,6 +179,16 @@ def attention_transfer_loss(student_map: Tensor, teacher_map: Tensor, p: int = 2
             f"attention transfer needs (N, C, H, W) feature maps, got shapes {tuple(student_map.shape)} and "
             f"{tuple(teacher_map.shape)}"
         )
-    if student_map.shape[-2:] != teacher_map.shape[-2:]:
-        student_map = F.interpolate(student_map, size=teacher_map.shape[-2:], mode="bilinear", align_corners=False)
-    return (attention_map(student_map, p) - attention_map(teacher_map, p)).pow(2).mean()
+    teacher_attention = attention_map(teacher_map, p).view(-1, *teacher_map.shape[-2:])
+    return attention_distance(student_map, teacher_attention, p)
+
+
+def attention_distance(student_map: Tensor, teacher_attention: Tensor, p: int = 2) -> Tensor:
+    """Attention transfer against a precomputed teacher attention map of shape ``(N, H, W)`` (see ``attention_map``).
+
+    The student's ``(N, C, h, w)`` map is resized to ``(H, W)`` when the sizes differ.
+    """
+    size = teacher_attention.shape[-2:]
+    if student_map.shape[-2:] != size:
+        student_map = F.interpolate(student_map, size=size, mode="bilinear", align_corners=False)
+    return (attention_map(student_map, p) - teacher_attention.flatten(1)).pow(2).mean()

@@ -19,6 +19,8 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,12 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_advkd.batch import split_batch
 from lightning_advkd.features import FeatureTap
 from lightning_advkd.fingerprint import teacher_fingerprint
+from lightning_advkd.functional import attention_map
 
 TEACHER_FEATURES = "teacher_features"
 TEACHER_LOGITS = "teacher_logits"
 TEACHER_KEY = "teacher_key"
+TEACHER_ATTENTION = "teacher_attention:"  # + layer name: the teacher's (H, W) attention map at that layer
 
 
 def teacher_cache_key(teacher_fingerprint: str, tap: str) -> int:
@@ -57,6 +61,8 @@ class TeacherOutputCache(Dataset):
         input_key: the key of the input in the samples it yields (the module's ``input_key``).
         label_key: the key of the label.
         progress: show a progress bar during the pass.
+        attention_layers: teacher layers whose attention maps (``functional.attention_map``, shape ``(H, W)``) are
+            cached too, for attention transfer.
 
     Raises:
         ValueError: if the dataset is randomly augmented.
@@ -75,45 +81,52 @@ class TeacherOutputCache(Dataset):
         input_key: str = "image",
         label_key: str = "label",
         progress: bool = False,
+        attention_layers: Sequence[str] = (),
     ) -> None:
         _check_not_augmented(dataset, input_key, label_key)
         self.dataset = dataset
         self.input_key, self.label_key = input_key, label_key
         feature_tap = FeatureTap(teacher, tap, role="teacher")
+        map_taps = {name: FeatureTap(teacher, name, role="teacher", pool=False) for name in attention_layers}
         self.key = teacher_cache_key(teacher_fingerprint(teacher), feature_tap.tap)
         try:
             inputs, labels, input_digest = _read_all(dataset, batch_size, input_key, label_key, progress)
-            path = _cache_path(cache_dir, self.key, input_digest)
+            path = _cache_path(cache_dir, self.key, input_digest + "|".join(attention_layers))
             if path is not None and path.is_file():
-                saved = torch.load(path, map_location="cpu", weights_only=True)
-                self.features, self.logits = saved["features"], saved["logits"]
+                outputs = torch.load(path, map_location="cpu", weights_only=True)
             else:
-                self.features, self.logits = _teacher_outputs(
-                    teacher, feature_tap, inputs, batch_size, device, progress
-                )
+                outputs = _teacher_outputs(teacher, feature_tap, map_taps, inputs, batch_size, device, progress)
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    torch.save({"features": self.features, "logits": self.logits}, path)
+                    torch.save(outputs, path)
         finally:
-            feature_tap.remove()
+            for each_tap in (feature_tap, *map_taps.values()):
+                each_tap.remove()
+        self.outputs = outputs
         self.inputs = inputs if keep_inputs else None
         self.labels = labels
         self._key_tensor = torch.tensor(self.key, dtype=torch.int64)
 
+    @property
+    def features(self) -> Tensor:
+        """The teacher's pooled features, ``(N, C)``."""
+        return self.outputs[TEACHER_FEATURES]
+
+    @property
+    def logits(self) -> Tensor:
+        """The teacher's logits, ``(N, K)``."""
+        return self.outputs[TEACHER_LOGITS]
+
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self.logits)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         if self.inputs is not None:
             image = self.inputs[index]
         else:
             image, _ = split_batch(self.dataset[index], self.input_key, self.label_key)
-        sample = {
-            self.input_key: image,
-            TEACHER_FEATURES: self.features[index],
-            TEACHER_LOGITS: self.logits[index],
-            TEACHER_KEY: self._key_tensor,
-        }
+        sample = {self.input_key: image, TEACHER_KEY: self._key_tensor}
+        sample.update({name: values[index] for name, values in self.outputs.items()})
         if self.labels is not None:
             sample[self.label_key] = self.labels[index]
         return sample
@@ -154,25 +167,38 @@ def _read_all(
 
 
 def _teacher_outputs(
-    teacher: nn.Module, tap: FeatureTap, inputs: Tensor, batch_size: int, device: Any, progress: bool
-) -> tuple[Tensor, Tensor]:
+    teacher: nn.Module,
+    tap: FeatureTap,
+    map_taps: dict[str, FeatureTap],
+    inputs: Tensor,
+    batch_size: int,
+    device: Any,
+    progress: bool,
+) -> dict[str, Tensor]:
     target = (
         torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
     original = next(teacher.parameters()).device
     was_training = teacher.training
     teacher.eval().to(target)
-    features, logits = [], []
+    chunks: dict[str, list[Tensor]] = {TEACHER_FEATURES: [], TEACHER_LOGITS: []}
+    chunks.update({TEACHER_ATTENTION + name: [] for name in map_taps})
     try:
         with torch.no_grad():
             for start in _maybe_progress(range(0, len(inputs), batch_size), progress, "teacher outputs"):
-                with tap.capture():
+                with ExitStack() as stack:
+                    for each_tap in (tap, *map_taps.values()):
+                        stack.enter_context(each_tap.capture())
                     out = teacher(inputs[start : start + batch_size].to(target))
-                features.append(tap.pop().float().cpu())
-                logits.append((out if isinstance(out, Tensor) else out[0]).float().cpu())
+                chunks[TEACHER_FEATURES].append(tap.pop().float().cpu())
+                chunks[TEACHER_LOGITS].append((out if isinstance(out, Tensor) else out[0]).float().cpu())
+                for name, map_tap in map_taps.items():
+                    feature_map = map_tap.pop()
+                    attention = attention_map(feature_map).view(-1, *feature_map.shape[-2:])
+                    chunks[TEACHER_ATTENTION + name].append(attention.float().cpu())
     finally:
         teacher.to(original).train(was_training)
-    return torch.cat(features), torch.cat(logits)
+    return {name: torch.cat(values) for name, values in chunks.items()}
 
 
 def _cache_path(cache_dir: str | Path | None, key: int, input_digest: str) -> Path | None:

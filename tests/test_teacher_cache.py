@@ -23,15 +23,31 @@ def trained_state(module, loader) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state(module).items() if not k.startswith("teacher.")}
 
 
-@pytest.mark.parametrize("module_class", [AdversarialDistillation, KnowledgeDistillation])
-def test_cached_training_gives_the_same_weights_as_live_training(module_class):
+ATTENTION = {"kd_weight": 1.0, "attention_weight": 10.0, "attention_pairs": [("body", "body")]}
+
+
+@pytest.mark.parametrize(
+    ("module_class", "options"),
+    [(AdversarialDistillation, {}), (KnowledgeDistillation, {"hint_weight": 1.0}), (KnowledgeDistillation, ATTENTION)],
+)
+def test_cached_training_gives_the_same_weights_as_live_training(module_class, options):
     images, labels = make_data(64)
     dataset = TensorDataset(images, labels)
-    live = trained_state(module_class(*make_networks()), DataLoader(dataset, batch_size=16))
+    live = trained_state(module_class(*make_networks(), **options), DataLoader(dataset, batch_size=16))
     teacher, student = make_networks()
-    cache = TeacherOutputCache(dataset, teacher, batch_size=16)  # same batches as training: bit-exact outputs
-    cached = trained_state(module_class(teacher, student), DataLoader(cache, batch_size=16))
+    layers = [t for _, t in options.get("attention_pairs", [])]
+    cache = TeacherOutputCache(dataset, teacher, batch_size=16, attention_layers=layers)  # same batches: bit-exact
+    cached = trained_state(module_class(teacher, student, **options), DataLoader(cache, batch_size=16))
     assert_same_state(live, cached)
+
+
+def test_attention_transfer_needs_cached_maps():
+    images, labels = make_data(32)
+    teacher, student = make_networks()
+    cache = TeacherOutputCache(TensorDataset(images, labels), teacher)
+    module = KnowledgeDistillation(teacher, student, **ATTENTION)
+    with pytest.raises(ValueError, match=r"attention_layers=\['body'\]"):
+        fit(module, DataLoader(cache, batch_size=8))
 
 
 def test_cache_matches_the_teacher_and_skips_its_forward():
@@ -79,7 +95,7 @@ def test_on_disk_copy_is_reused_and_keyed_by_the_inputs(tmp_path):
     first = TeacherOutputCache(TensorDataset(images, labels), teacher, cache_dir=tmp_path)
     files = list(tmp_path.glob("*.pt"))
     assert len(files) == 1
-    torch.save({"features": first.features * 0 + 7, "logits": first.logits}, files[0])  # mark the file
+    torch.save({**first.outputs, "teacher_features": first.features * 0 + 7}, files[0])  # mark the file
     again = TeacherOutputCache(TensorDataset(images, labels), teacher, cache_dir=tmp_path)
     assert torch.all(again.features == 7)  # read from disk, not recomputed
     other_images = images.clone()
