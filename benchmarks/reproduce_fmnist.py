@@ -14,8 +14,9 @@ is trained under the same budget (epochs, batch size, optimizer, schedule, data)
   anc_r1                ANC with an R1 gradient penalty (beyond the paper)
 
 Training images are not augmented, for every method alike, so the label-free methods read the teacher's outputs (and
-attention maps) from the teacher-output cache (exact, and about 25x faster per step on this CPU). Test accuracy is measured after every
-epoch; the table reports the last epoch and the best epoch (the community protocol), mean +- std and worst seed.
+attention maps) from the teacher-output cache (exact, and about 25x faster per step on this CPU). Test accuracy is
+measured after every epoch; the table reports the last and the best epoch (the community protocol), mean +- std and
+the worst seed.
 
 Each finished run is appended to ``<out>/runs.jsonl``; rerunning skips runs already there, so an interrupted
 reproduction resumes. Outputs: ``<out>/table.md``, ``<out>/table.csv``, ``<out>/accuracy.png``.
@@ -226,9 +227,10 @@ def write_outputs(rows: list[dict], args: argparse.Namespace, wall_seconds: floa
         f"Command: `python benchmarks/reproduce_fmnist.py {' '.join(args.argv)}`".rstrip() + "  ",
         f"Teacher {args.teacher} ({first['teacher_params']:,} parameters): {first['teacher_acc']:.2f} % test accuracy. "
         f"Student LeNet-5 ({first['student_params']:,} parameters), {args.epochs} epochs, batch 128, SGD lr "
-        f"{args.lr} cosine, gradient norm clipped at {args.clip}, no augmentation, for every method. Wall time of this invocation: "
-        f"{wall_seconds / 60:.1f} min on 2 CPU cores.", "",
-        "| method | labels | seeds | last epoch (mean +- std) | worst seed (last) | best epoch (mean +- std) | min/run |",
+        f"{args.lr} cosine, gradient norm clipped at {args.clip}, no augmentation, for every method. Wall time of "
+        f"this invocation: {wall_seconds / 60:.1f} min on 2 CPU cores.", "",
+        "| method | labels | seeds | last epoch (mean +- std) | worst seed (last) | best epoch (mean +- std) "
+        "| min/run |",
         "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in rows:
