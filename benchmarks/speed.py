@@ -178,18 +178,14 @@ def measure(
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
-def peak_memory_mb(method: str, pair_name: str, args: argparse.Namespace) -> float:
-    """Peak RSS of a subprocess running ``method`` minus that of one that only builds data and networks."""
-
-    def run(what: str) -> float:
-        command = [sys.executable, __file__, "--memory-probe", what, "--pairs", pair_name, "--steps", str(args.steps),
-                   "--batch-size", str(args.batch_size), "--warmup", str(args.warmup)]  # fmt: skip
-        if args.channels_last:
-            command.append("--channels-last")
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-        return float(output.strip().splitlines()[-1])
-
-    return run(method) - run("none")
+def peak_rss_mb(what: str, pair_name: str, args: argparse.Namespace) -> float:
+    """Peak RSS of a fresh subprocess that runs method ``what`` (``"none"``: only builds data and networks)."""
+    command = [sys.executable, __file__, "--memory-probe", what, "--pairs", pair_name, "--steps", str(args.steps),
+               "--batch-size", str(args.batch_size), "--warmup", str(args.warmup)]  # fmt: skip
+    if args.channels_last:
+        command.append("--channels-last")
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return float(output.strip().splitlines()[-1])
 
 
 def memory_probe(method: str, args: argparse.Namespace) -> None:
@@ -226,7 +222,8 @@ def benchmark_pair(name: str, args: argparse.Namespace, log: Callable[[str], Non
     if set(METHODS) <= set(args.methods):
         result["ratios"] = ratios(rates)
     if not args.no_memory:
-        result["peak_memory_mb"] = {m: peak_memory_mb(m, name, args) for m in args.methods}
+        baseline = peak_rss_mb("none", name, args)
+        result["peak_memory_mb"] = {m: peak_rss_mb(m, name, args) - baseline for m in args.methods}
     return result
 
 
