@@ -22,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import resource
@@ -165,19 +166,18 @@ def measure(
 ) -> float:
     teacher, student = build_networks(pair, channels_last)
     loader = DataLoader(dataset, batch_size=batch_size)
+    sgd = functools.partial(torch.optim.SGD, lr=STUDENT_LR, momentum=0.9, weight_decay=5e-4)
     if method == "supervised":
-        return lightning_steps_per_second(SupervisedClassifier(student, pair.num_classes), loader, warmup)
+        module = SupervisedClassifier(student, pair.num_classes, optimizer=sgd, milestones=())
+        return lightning_steps_per_second(module, loader, warmup)
     if method == "kd":
-        return lightning_steps_per_second(KnowledgeDistillation(teacher, student, kd_weight=1.0), loader, warmup)
-    if method == "anc":
-        return lightning_steps_per_second(
-            AdversarialDistillation(teacher, student), loader, warmup, [AdversarialSamples()]
-        )
-    if method == "anc_cached":
-        cache = TeacherOutputCache(dataset, teacher, batch_size=batch_size)
-        cached_loader = DataLoader(cache, batch_size=batch_size)
-        module = AdversarialDistillation(teacher, student)
-        return lightning_steps_per_second(module, cached_loader, warmup, [AdversarialSamples()])
+        module = KnowledgeDistillation(teacher, student, kd_weight=1.0, optimizer=sgd)
+        return lightning_steps_per_second(module, loader, warmup)
+    if method in ("anc", "anc_cached"):
+        if method == "anc_cached":
+            loader = DataLoader(TeacherOutputCache(dataset, teacher, batch_size=batch_size), batch_size=batch_size)
+        module = AdversarialDistillation(teacher, student, student_optimizer=sgd)
+        return lightning_steps_per_second(module, loader, warmup, [AdversarialSamples()])
     if method in ("anc_plain", "anc_two_pass"):
         return plain_anc_steps_per_second(teacher, student, loader, warmup, two_pass=method == "anc_two_pass")
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
