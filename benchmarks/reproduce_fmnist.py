@@ -8,10 +8,11 @@ is trained under the same budget (epochs, batch size, optimizer, schedule, data)
   l2_logits             L2 on logits (ANC with no adversarial term), label-free
   hint                  FitNets-style hint on the pooled features + KD, label-free
   attention             attention transfer + KD, label-free
-  anc_noreg             ANC without a discriminator regularizer
+  anc_noreg             ANC without a discriminator regularizer (all ANC rows but anc_default: adversarial weight 1)
   anc_weight_l2         ANC with an L2 weight penalty on the discriminator
   anc_adv_samples       ANC with the paper's adversarial-samples regularizer
   anc_r1                ANC with an R1 gradient penalty (beyond the paper)
+  anc_default           the package's default recipe: adversarial samples, adversarial weight 0.1 (tune_anc.py)
 
 Training images are not augmented, for every method alike, so the label-free methods read the teacher's outputs (and
 attention maps) from the teacher-output cache (exact, and about 25x faster per step on this CPU). Test accuracy is
@@ -70,9 +71,11 @@ def cosine(optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_sche
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
 
 
-def anc(teacher: nn.Module, student: nn.Module, args: argparse.Namespace) -> AdversarialDistillation:
+def anc(
+    teacher: nn.Module, student: nn.Module, args: argparse.Namespace, adversarial_weight: float = 1.0
+) -> AdversarialDistillation:
     return AdversarialDistillation(
-        teacher, student,
+        teacher, student, adversarial_weight=adversarial_weight,
         student_optimizer=functools.partial(student_optimizer, lr=args.lr),
         student_scheduler=functools.partial(cosine, epochs=args.epochs),
         student_grad_clip=args.clip,
@@ -99,6 +102,7 @@ METHODS: dict[str, tuple[Callable, Callable[[], list]]] = {
     "anc_weight_l2": (anc, lambda: [WeightPenalty("l2", weight=1e-3)]),
     "anc_adv_samples": (anc, lambda: [AdversarialSamples()]),
     "anc_r1": (anc, lambda: [R1Penalty(weight=1.0)]),
+    "anc_default": (functools.partial(anc, adversarial_weight=0.1), lambda: [AdversarialSamples()]),
 }
 
 
@@ -198,7 +202,8 @@ def run_one(method: str, seed: int, teacher: nn.Module, data: dict, args: argpar
 
 def summarize(runs: list[dict], teacher_acc: float, teacher_params: int, args: argparse.Namespace) -> list[dict]:
     rows = []
-    for method in METHODS:
+    extra = sorted({r["method"] for r in runs} - set(METHODS))  # variants of tune_anc.py, after the main methods
+    for method in [*METHODS, *extra]:
         chosen = [r for r in runs if r["method"] == method and r["epochs"] == args.epochs]
         if not chosen:
             continue
@@ -216,7 +221,7 @@ def summarize(runs: list[dict], teacher_acc: float, teacher_params: int, args: a
     return rows
 
 
-def write_outputs(rows: list[dict], args: argparse.Namespace, wall_seconds: float) -> None:
+def write_outputs(rows: list[dict], args: argparse.Namespace, wall_seconds: float, runs: list[dict]) -> None:
     with (args.out / "table.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -227,8 +232,10 @@ def write_outputs(rows: list[dict], args: argparse.Namespace, wall_seconds: floa
         f"Command: `python benchmarks/reproduce_fmnist.py {' '.join(args.argv)}`".rstrip() + "  ",
         f"Teacher {args.teacher} ({first['teacher_params']:,} parameters): {first['teacher_acc']:.2f} % test accuracy. "
         f"Student LeNet-5 ({first['student_params']:,} parameters), {args.epochs} epochs, batch 128, SGD lr "
-        f"{args.lr} cosine, gradient norm clipped at {args.clip}, no augmentation, for every method. Wall time of "
-        f"this invocation: {wall_seconds / 60:.1f} min on 2 CPU cores.", "",
+        f"{args.lr} cosine, gradient norm clipped at {args.clip}, no augmentation, for every method"
+        f"{f', first {args.train_subset:,} training images' if args.train_subset else ''}. "
+        f"The table gathers {len(runs)} runs of `runs.jsonl` ({sum(r['seconds'] for r in runs) / 60:.0f} min of "
+        f"training in all, one thread each); this invocation took {wall_seconds / 60:.1f} min on 2 CPU cores.", "",
         "| method | labels | seeds | last epoch (mean +- std) | worst seed (last) | best epoch (mean +- std) "
         "| min/run |",
         "|---|---|---|---|---|---|---|",
@@ -280,6 +287,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--teacher-epochs", type=int, default=8)
     parser.add_argument("--train-subset", type=int, default=0, help="use only the first N training images")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 is faster when the CPU is shared)")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 12,000 images, 2-epoch teacher")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "lightning_advkd" / "benchmarks")
@@ -294,7 +302,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     teacher = train_teacher(args)
@@ -320,8 +328,8 @@ def main(argv: list[str] | None = None) -> None:
             runs.append(result)
             with runs_file.open("a") as handle:
                 handle.write(json.dumps(result) + "\n")
-    rows = summarize([r for r in runs if r["method"] in args.methods], teacher_acc, _params(teacher), args)
-    write_outputs(rows, args, time.time() - start)
+    rows = summarize(runs, teacher_acc, _params(teacher), args)
+    write_outputs(rows, args, time.time() - start, [r for r in runs if r["epochs"] == args.epochs])
 
 
 def _params(model: nn.Module) -> int:
