@@ -52,6 +52,7 @@ RESULTS = Path(__file__).parent / "results"
 # The networks are untrained and the data random: a small student lr keeps every method finite (L2 on untrained
 # teachers' logits diverges at the recipe's 0.05), which the timing does not depend on.
 STUDENT_LR = 0.01
+CLIP = 5.0  # student gradient-norm clipping of every ANC variant (the reproduction's setting)
 METHODS = ("supervised", "kd", "anc", "anc_cached", "anc_plain", "anc_two_pass")
 
 
@@ -74,6 +75,13 @@ def build_networks(pair: Pair, channels_last: bool) -> tuple[nn.Module, nn.Modul
     in_chans = pair.input_shape[0]
     teacher = create_model(pair.teacher, num_classes=pair.num_classes, in_chans=in_chans).eval()
     student = create_model(pair.student, num_classes=pair.num_classes, in_chans=in_chans)
+    # An untrained teacher's BatchNorm statistics (mean 0, variance 1) blow its logits up through deep stacks, and
+    # L2 on such logits diverges; a few forward passes in train mode give it realistic statistics.
+    with torch.no_grad():
+        teacher.train()
+        for _ in range(3):
+            teacher(torch.randn(64, *pair.input_shape))
+        teacher.eval()
     if channels_last:
         teacher, student = teacher.to(memory_format=torch.channels_last), student.to(memory_format=torch.channels_last)
     return teacher, student
@@ -147,6 +155,7 @@ def plain_anc_steps_per_second(
         loss_s = AF.generator_loss(discriminator(perturbed)) + F.mse_loss(s_logits, t_logits)
         opt_s.zero_grad(set_to_none=True)
         loss_s.backward()
+        torch.nn.utils.clip_grad_norm_([*student.parameters(), *adapter.parameters()], CLIP)
         opt_s.step()
         discriminator.requires_grad_(True)
         loss_d = (
@@ -176,7 +185,7 @@ def measure(
     if method in ("anc", "anc_cached"):
         if method == "anc_cached":
             loader = DataLoader(TeacherOutputCache(dataset, teacher, batch_size=batch_size), batch_size=batch_size)
-        module = AdversarialDistillation(teacher, student, student_optimizer=sgd)
+        module = AdversarialDistillation(teacher, student, student_optimizer=sgd, student_grad_clip=CLIP)
         return lightning_steps_per_second(module, loader, warmup, [AdversarialSamples()])
     if method in ("anc_plain", "anc_two_pass"):
         return plain_anc_steps_per_second(teacher, student, loader, warmup, two_pass=method == "anc_two_pass")
@@ -189,6 +198,7 @@ def peak_rss_mb(what: str, pair_name: str, args: argparse.Namespace) -> float:
                "--batch-size", str(args.batch_size), "--warmup", str(args.warmup)]  # fmt: skip
     if args.channels_last:
         command.append("--channels-last")
+    command += ["--threads", str(args.threads)]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return float(output.strip().splitlines()[-1])
 
@@ -263,6 +273,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 resists a shared CPU better)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--out", type=Path, default=RESULTS / "speed")
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
@@ -274,6 +285,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.memory_probe is not None:
         memory_probe(args.memory_probe, args)
         return
