@@ -1,4 +1,4 @@
-"""The Hydra entry point: ``advkd-train`` or ``python -m lightning_advkd.train`` (configs in the repository's ``conf/``).
+"""The Hydra entry point: ``advkd-train`` or ``python -m lightning_advkd.train``, configs in the repository's ``conf/``.
 
 With no arguments it runs the main job: Adversarial Network Compression on the offline Fashion-MNIST, on the CPU. The
 teacher is trained once with labels and cached (``<paths.cache_dir>/teachers/``), the student learns from it without
@@ -14,7 +14,7 @@ Examples:
     advkd-train                                          # the main job
     advkd-train method=kd trainer.max_epochs=20          # another method
     advkd-train regularizer=[adversarial_samples,r1]     # several discriminator regularizers
-    advkd-train +experiment=cifar100_resnet56_resnet20   # a row of the CIFAR-100 table
+    advkd-train experiment=cifar100_resnet56_resnet20   # a row of the CIFAR-100 table
     advkd-train -m pair=resnet14_lenet5,nin_lenet5       # a grid, one run directory and W&B run per job
 """
 
@@ -30,8 +30,9 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -148,16 +149,25 @@ def _run(cfg: DictConfig) -> dict[str, float]:
 
 
 def _distill_task(
-    cfg: DictConfig, datamodule: Any, teacher: nn.Module, student: nn.Module, shape: DatasetShape,
-    num_classes: int, teacher_info: dict[str, Any], output_dir: Path,
-) -> dict[str, float]:  # fmt: skip
+    cfg: DictConfig,
+    datamodule: Any,
+    teacher: nn.Module,
+    student: nn.Module,
+    shape: DatasetShape,
+    num_classes: int,
+    teacher_info: dict[str, Any],
+    output_dir: Path,
+) -> dict[str, float]:
     kind = cfg.method.kind
+    # Seeded again: the student's training draws the same random numbers whether the teacher was just trained in
+    # this process or loaded from the cache, so a rerun with a cached teacher reproduces the first run.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     loggers = _instantiate_loggers(cfg)
+    _log_config(loggers, cfg)  # starts the W&B run: the config is recorded even if building fails below
     callbacks = _instantiate_callbacks(cfg, kind, has_logger=bool(loggers))
     module = _build_module(cfg, teacher, student, num_classes, shape)
     data = _maybe_teacher_outputs(cfg, datamodule, teacher, kind)
     trainer = _instantiate("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    _log_config(loggers, cfg)
     log.info("Training the student (%s, method %s)", cfg.pair.student.model.name, cfg.method.name)
     trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
     metrics = _metrics(trainer)
@@ -171,15 +181,30 @@ def _distill_task(
         student_path = output_dir / "student.pt"
         exported = module.export_student() if hasattr(module, "export_student") else standalone(student)
         torch.save(exported.state_dict(), student_path)
-        _summarize(cfg, loggers, teacher, student, shape, metrics, output_dir,
-                   {"teacher": teacher_info, "checkpoint": checkpoint, "student_state_dict": str(student_path)})  # fmt: skip
+        _log_student_artifact(cfg, loggers, student_path, metrics)
+        _summarize(
+            cfg,
+            loggers,
+            teacher,
+            student,
+            shape,
+            metrics,
+            output_dir,
+            {"teacher": teacher_info, "checkpoint": checkpoint, "student_state_dict": str(student_path)},
+        )
     return metrics
 
 
 def _evaluate_task(
-    cfg: DictConfig, datamodule: Any, teacher: nn.Module, student: nn.Module, shape: DatasetShape,
-    num_classes: int, teacher_info: dict[str, Any], output_dir: Path,
-) -> dict[str, float]:  # fmt: skip
+    cfg: DictConfig,
+    datamodule: Any,
+    teacher: nn.Module,
+    student: nn.Module,
+    shape: DatasetShape,
+    num_classes: int,
+    teacher_info: dict[str, Any],
+    output_dir: Path,
+) -> dict[str, float]:
     ckpt_path = cfg.get("ckpt_path")
     if not ckpt_path:
         raise ValueError(
@@ -189,16 +214,25 @@ def _evaluate_task(
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"task=evaluate: no checkpoint at {ckpt_path}")
     loggers = _instantiate_loggers(cfg)
+    _log_config(loggers, cfg)
     module = _build_module(cfg, teacher, student, num_classes, shape)
     data = _maybe_teacher_outputs(cfg, datamodule, teacher, cfg.method.kind)
-    callbacks = [cb for cb in _instantiate_callbacks(cfg, "supervised", bool(loggers)) if isinstance(cb, ProgressBar)]
+    # The callbacks that wrote the checkpoint, so their saved state (regularizer schedules) loads back.
+    callbacks = _instantiate_callbacks(cfg, cfg.method.kind, bool(loggers))
     trainer = _instantiate("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    _log_config(loggers, cfg)
     trainer.test(module, datamodule=data, ckpt_path=ckpt_path, verbose=False)
     metrics = _complete_metrics(cfg, _metrics(trainer), teacher, student, datamodule, trainer)
     if trainer.is_global_zero:
-        _summarize(cfg, loggers, teacher, student, shape, metrics, output_dir,
-                   {"teacher": teacher_info, "checkpoint": str(ckpt_path)})  # fmt: skip
+        _summarize(
+            cfg,
+            loggers,
+            teacher,
+            student,
+            shape,
+            metrics,
+            output_dir,
+            {"teacher": teacher_info, "checkpoint": str(ckpt_path)},
+        )
     return metrics
 
 
@@ -206,20 +240,23 @@ def _teacher_task(cfg: DictConfig, shape: DatasetShape, num_classes: int, output
     loggers = _instantiate_loggers(cfg)
     _log_config(loggers, cfg)
     teacher, info = _obtain_teacher(cfg, shape, num_classes, output_dir, allow_training=True, loggers=loggers)
-    metrics: dict[str, float] = {}
-    if rank_zero_only.rank == 0:
-        test_data = _instantiate("datamodule", cfg.dataset.datamodule)
-        test_data.setup("test")
-        result = evaluate_pair(teacher, teacher, test_data.test_dataloader())
-        metrics = {"test/teacher_acc": result["test/teacher_acc"]}
-        for logger in loggers:
-            logger.log_metrics(metrics)
+    datamodule = _instantiate("datamodule", cfg.dataset.datamodule)
+    module = _instantiate("teacher module", cfg.teacher_training.module, model=teacher, num_classes=num_classes)
+    trainer = _instantiate("trainer", cfg.trainer, callbacks=_progress_bars(cfg), logger=loggers or False)
+    log.info("Testing the teacher")
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = _metrics(trainer)
+    metrics["test/teacher_acc"] = metrics.get("test/acc", float("nan"))
+    if trainer.is_global_zero:
         _summarize(cfg, loggers, teacher, None, shape, metrics, output_dir, {"teacher": info})
         if info.get("path"):
             log.info(
                 "Teacher saved at %s\nUse it with:  advkd-train dataset=%s pair=%s pair.teacher.checkpoint=%s",
-                info["path"], cfg.dataset.name, cfg.pair.name, info["path"],
-            )  # fmt: skip
+                info["path"],
+                cfg.dataset.name,
+                cfg.pair.name,
+                info["path"],
+            )
     return metrics
 
 
@@ -227,9 +264,14 @@ def _teacher_task(cfg: DictConfig, shape: DatasetShape, num_classes: int, output
 
 
 def _obtain_teacher(
-    cfg: DictConfig, shape: DatasetShape, num_classes: int, output_dir: Path, *, allow_training: bool,
+    cfg: DictConfig,
+    shape: DatasetShape,
+    num_classes: int,
+    output_dir: Path,
+    *,
+    allow_training: bool,
     loggers: list[Logger] | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
+) -> tuple[nn.Module, dict[str, Any]]:
     """The teacher from ``pair.teacher.checkpoint``, else from the cache, else trained now (and cached)."""
     teacher = _build_model(cfg.pair.teacher.model, num_classes, shape.in_chans, "teacher")
     how_to_train = f"advkd-train task=teacher dataset={cfg.dataset.name} pair={cfg.pair.name}"
@@ -242,9 +284,14 @@ def _obtain_teacher(
     dm_cfg = _merged(cfg.dataset.datamodule, training.get("datamodule"))
     trainer_cfg = _merged(cfg.trainer, training.get("trainer"))
     recipe = teacher_recipe(
-        dataset=dm_cfg, model=_plain(cfg.pair.teacher.model), module=_plain(training.module), trainer=trainer_cfg,
-        seed=int(cfg.seed), num_classes=num_classes, in_chans=shape.in_chans,
-    )  # fmt: skip
+        dataset=dm_cfg,
+        model=_plain(cfg.pair.teacher.model),
+        module=_plain(training.module),
+        trainer=trainer_cfg,
+        seed=int(cfg.seed),
+        num_classes=num_classes,
+        in_chans=shape.in_chans,
+    )
     key = recipe_key(recipe)
     path = cached_teacher_path(cfg.paths.cache_dir, cfg.pair.teacher.model.name, key)
     if path.is_file() and not training.get("retrain", False):
@@ -261,6 +308,7 @@ def _obtain_teacher(
     started = time.perf_counter()
     val_acc = _train_teacher(cfg, teacher, dm_cfg, trainer_cfg, num_classes, output_dir, loggers)
     meta = {"key": key, "recipe": recipe, "val_acc": val_acc, "train_seconds": time.perf_counter() - started}
+    log.info("Teacher trained in %.0f s", meta["train_seconds"])
     if training.get("cache", True) and rank_zero_only.rank == 0:
         save_teacher(teacher, path, meta)
         log.info("Teacher cached at %s (val acc %s)", path, f"{val_acc:.4f}" if val_acc is not None else "n/a")
@@ -268,12 +316,17 @@ def _obtain_teacher(
 
 
 def _train_teacher(
-    cfg: DictConfig, teacher: nn.Module, dm_cfg: dict[str, Any], trainer_cfg: dict[str, Any], num_classes: int,
-    output_dir: Path, loggers: list[Logger] | None,
-) -> float | None:  # fmt: skip
+    cfg: DictConfig,
+    teacher: nn.Module,
+    dm_cfg: dict[str, Any],
+    trainer_cfg: dict[str, Any],
+    num_classes: int,
+    output_dir: Path,
+    loggers: list[Logger] | None,
+) -> float | None:
     datamodule = _instantiate("teacher datamodule", OmegaConf.create(dm_cfg))
     module = _instantiate("teacher module", cfg.teacher_training.module, model=teacher, num_classes=num_classes)
-    callbacks = [cb for cb in _instantiate_callbacks(cfg, "supervised", bool(loggers)) if isinstance(cb, ProgressBar)]
+    callbacks: list[Callback] = _progress_bars(cfg)
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     teacher_logger: Any = loggers if loggers else False
@@ -297,14 +350,23 @@ def _broadcast_from_rank_zero(model: nn.Module) -> None:
 # ---------------------------------------------------------------------------------------------------- builders
 
 
-def _instantiate(what: str, node: Any, **kwargs: Any) -> Any:
+def _instantiate(what: str, node: Any, *, detail: str = "", **kwargs: Any) -> Any:
     target = node.get("_target_", "?") if hasattr(node, "get") else "?"
-    log.info("Instantiating %s <%s>", what, target)
-    return instantiate(node, **kwargs)
+    log.info("Instantiating %s <%s>%s", what, target, f" ({detail})" if detail else "")
+    try:
+        # Plain lists and dicts, not OmegaConf containers: they end up in checkpoints' hyper-parameters, which
+        # torch.load(weights_only=True) must be able to read back (resume, evaluate).
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as err:
+        # The object's own message (e.g. "data_term must be one of ...") says what to fix; Hydra's wrapper only
+        # repeats it inside a longer one. The log line above names the target.
+        if isinstance(err.__cause__, (ValueError, TypeError, KeyError, FileNotFoundError)):
+            raise err.__cause__ from None
+        raise
 
 
 def _build_model(node: DictConfig, num_classes: int, in_chans: int, role: str) -> nn.Module:
-    return _instantiate(f"{role} <{node.get('name')}>", node, num_classes=num_classes, in_chans=in_chans)
+    return _instantiate(role, node, detail=str(node.get("name")), num_classes=num_classes, in_chans=in_chans)
 
 
 def _build_module(
@@ -318,8 +380,12 @@ def _build_module(
         teacher.to(memory_format=torch.channels_last)
         student.to(memory_format=torch.channels_last)
     input_shape = [shape.in_chans, shape.image_size, shape.image_size]
-    kwargs: dict[str, Any] = {"teacher": teacher, "student": student, "num_classes": num_classes,
-                              "input_shape": input_shape}  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "teacher": teacher,
+        "student": student,
+        "num_classes": num_classes,
+        "input_shape": input_shape,
+    }
     if kind == "adversarial":
         width = _feature_width(teacher, cfg.pair.teacher.get("tap"), input_shape)
         kwargs["discriminator"] = _instantiate("discriminator", cfg.discriminator, in_features=width)
@@ -352,10 +418,18 @@ def _maybe_teacher_outputs(cfg: DictConfig, datamodule: Any, teacher: nn.Module,
         log.info("teacher-output cache off: the training images are augmented (dataset.datamodule.augment=true)")
         return datamodule
     log.info("Teacher-output cache on: the frozen teacher runs once per image instead of at every step")
+    module = cfg.method.module
+    attention = [str(teacher_layer) for _, teacher_layer in module.get("attention_pairs") or []]
+    if not module.get("attention_weight"):
+        attention = []
     return TeacherOutputDataModule(
-        datamodule, teacher, teacher_tap=cfg.pair.teacher.get("tap"),
-        cache_dir=Path(cfg.paths.cache_dir).expanduser() / "teacher_outputs", seed=int(cfg.seed),
-    )  # fmt: skip
+        datamodule,
+        teacher,
+        teacher_tap=cfg.pair.teacher.get("tap"),
+        cache_dir=Path(cfg.paths.cache_dir).expanduser() / "teacher_outputs",
+        seed=int(cfg.seed),
+        attention_layers=attention,
+    )
 
 
 def _instantiate_callbacks(cfg: DictConfig, kind: str, has_logger: bool) -> list[Callback]:
@@ -376,6 +450,14 @@ def _instantiate_callbacks(cfg: DictConfig, kind: str, has_logger: bool) -> list
     elif regularizers and kind != "supervised":
         log.info("method %s has no discriminator: regularizers %s are not used", cfg.method.name, list(regularizers))
     return callbacks
+
+
+def _progress_bars(cfg: DictConfig) -> list[Callback]:
+    """Only the progress-bar callbacks of ``cfg.callbacks`` (for the teacher's training and testing)."""
+    nodes = [
+        node for node in (cfg.get("callbacks") or {}).values() if isinstance(node, DictConfig) and "_target_" in node
+    ]
+    return [_instantiate("callback", node) for node in nodes if issubclass(get_class(node._target_), ProgressBar)]
 
 
 def _instantiate_loggers(cfg: DictConfig) -> list[Logger]:
@@ -407,16 +489,22 @@ def _metrics(trainer: L.Trainer) -> dict[str, float]:
 
 
 def _complete_metrics(
-    cfg: DictConfig, metrics: dict[str, float], teacher: nn.Module, student: nn.Module, datamodule: Any,
+    cfg: DictConfig,
+    metrics: dict[str, float],
+    teacher: nn.Module,
+    student: nn.Module,
+    datamodule: Any,
     trainer: L.Trainer,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     """Give the supervised baseline the teacher-vs-student metrics the distillation modules measure themselves."""
     if cfg.method.kind != "supervised" or "test/acc" not in metrics:
         return metrics
     metrics["test/student_acc"] = metrics["test/acc"]
     if trainer.is_global_zero:
         datamodule.setup("test")
-        pair_metrics = evaluate_pair(teacher, student, datamodule.test_dataloader())
+        tested = trainer.num_test_batches[0] if trainer.num_test_batches else None
+        limit = int(tested) if tested is not None and tested != float("inf") else None
+        pair_metrics = evaluate_pair(teacher, student, datamodule.test_dataloader(), max_batches=limit)
         metrics["test/teacher_acc"] = pair_metrics["test/teacher_acc"]
         metrics["test/agreement"] = pair_metrics["test/agreement"]
     return metrics
@@ -430,18 +518,40 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def _summarize(
-    cfg: DictConfig, loggers: list[Logger], teacher: nn.Module, student: nn.Module | None, shape: DatasetShape,
-    metrics: dict[str, float], output_dir: Path, extra: dict[str, Any],
-) -> None:  # fmt: skip
+    cfg: DictConfig,
+    loggers: list[Logger],
+    teacher: nn.Module,
+    student: nn.Module | None,
+    shape: DatasetShape,
+    metrics: dict[str, float],
+    output_dir: Path,
+    extra: dict[str, Any],
+) -> None:
     arches = {"teacher": cfg.pair.teacher.model.name, "student": cfg.pair.student.model.name}
-    reports = build_reports(
-        teacher, student, arches, metrics, (shape.in_chans, shape.image_size, shape.image_size),
-        latency_repeats=int(cfg.summary.latency_repeats),
-    )  # fmt: skip
-    title = f"{cfg.task}: {cfg.method.name} on {cfg.dataset.name}, pair {cfg.pair.name}"
-    table = format_table(reports, title)
+    threads = torch.get_num_threads()
+    # Batch-1 latency on a fixed number of threads: comparable between machines and runs, and not distorted by other
+    # processes competing for the cores (OpenMP threads spin-waiting on a busy CPU inflate it tenfold and more).
+    torch.set_num_threads(int(cfg.summary.get("latency_threads") or threads))
+    try:
+        reports = build_reports(
+            teacher,
+            student,
+            arches,
+            metrics,
+            (shape.in_chans, shape.image_size, shape.image_size),
+            latency_repeats=int(cfg.summary.latency_repeats),
+        )
+    finally:
+        torch.set_num_threads(threads)
+    if student is None:
+        title = f"teacher {arches['teacher']} on {cfg.dataset.name}"
+    else:
+        title = f"{cfg.method.name} on {cfg.dataset.name}: {arches['teacher']} -> {arches['student']}"
+    latency_threads = int(cfg.summary.get("latency_threads") or threads)
+    footer = f"CPU latency: batch 1, {latency_threads} thread(s), median of {cfg.summary.latency_repeats} passes"
+    table = format_table(reports, title, footer)
     info = {"task": cfg.task, "method": cfg.method.name, "dataset": cfg.dataset.name, "pair": cfg.pair.name, **extra}
-    markdown, _ = write_summary(output_dir, reports, metrics, info, title)
+    markdown, _ = write_summary(output_dir, reports, metrics, info, title, footer)
     print("\n" + table + f"\n(saved in {markdown})\n", flush=True)
     ratio = compression_ratio(reports)
     for logger in loggers:
@@ -451,11 +561,33 @@ def _summarize(
                 logger.experiment.summary["summary/compression_ratio"] = ratio
             for report in reports:
                 prefix = f"summary/{report.role}"
-                logger.experiment.summary.update({
-                    f"{prefix}_params": report.profile.parameters, f"{prefix}_macs": report.profile.macs,
-                    f"{prefix}_size_bytes": report.profile.size_bytes,
-                    f"{prefix}_latency_ms": report.profile.latency_ms,
-                })  # fmt: skip
+                logger.experiment.summary.update(
+                    {
+                        f"{prefix}_params": report.profile.parameters,
+                        f"{prefix}_macs": report.profile.macs,
+                        f"{prefix}_size_bytes": report.profile.size_bytes,
+                        f"{prefix}_latency_ms": report.profile.latency_ms,
+                    }
+                )
+
+
+def _log_student_artifact(cfg: DictConfig, loggers: list[Logger], path: Path, metrics: dict[str, float]) -> None:
+    """With ``logger.wandb.log_model``: the trained student's ``state_dict`` as a W&B model artifact (the
+    Lightning checkpoints go up too, through ``WandbLogger`` itself)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and cfg.logger.wandb.get("log_model"):
+            import wandb
+
+            metadata = {
+                "arch": cfg.pair.student.model.name,
+                "pair": cfg.pair.name,
+                "method": cfg.method.name,
+                "dataset": cfg.dataset.name,
+                "test/student_acc": metrics.get("test/student_acc"),
+            }
+            artifact = wandb.Artifact(f"student-{logger.experiment.id}", type="model", metadata=metadata)
+            artifact.add_file(str(path), name="student.pt")
+            logger.experiment.log_artifact(artifact, aliases=["latest"])
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ class TeacherOutputDataModule(L.LightningDataModule):
         seed: Seed of the train loader's shuffling generator (saved in checkpoints, so a resumed run sees the same
             epoch orders).
         progress: Show a progress bar while computing the outputs.
+        attention_layers: Teacher layers whose attention maps are cached too (for attention transfer).
 
     Raises:
         ValueError: From the cache, when the inner datamodule augments its training images.
@@ -51,6 +53,7 @@ class TeacherOutputDataModule(L.LightningDataModule):
         batch_size: int = 512,
         seed: int = 0,
         progress: bool = True,
+        attention_layers: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.datamodule = datamodule
@@ -59,6 +62,7 @@ class TeacherOutputDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.pass_batch_size = batch_size
         self.progress = progress
+        self.attention_layers = tuple(attention_layers)
         self.num_classes = datamodule.num_classes
         self.in_chans = datamodule.in_chans
         self.image_size = datamodule.image_size
@@ -74,9 +78,14 @@ class TeacherOutputDataModule(L.LightningDataModule):
         if id(dataset) not in self._cached:
             log.info("Computing the teacher's outputs on the %s split (%d samples), once", name, len(dataset))
             self._cached[id(dataset)] = TeacherOutputCache(
-                dataset, self.teacher, tap=self.teacher_tap, cache_dir=self._disk_cache_dir(),
-                batch_size=self.pass_batch_size, progress=self.progress and self._is_global_zero(),
-            )  # fmt: skip
+                dataset,
+                self.teacher,
+                tap=self.teacher_tap,
+                cache_dir=self._disk_cache_dir(),
+                batch_size=self.pass_batch_size,
+                progress=self.progress and self._is_global_zero(),
+                attention_layers=self.attention_layers,
+            )
         return self._cached[id(dataset)]
 
     def _disk_cache_dir(self) -> str | Path | None:

@@ -185,8 +185,9 @@ def _concat(parts: list[Any]) -> Any:
     if isinstance(head, Tensor):
         return torch.cat(parts)
     if isinstance(head, dict):
-        return {k: torch.cat([p[k] for p in parts]) if isinstance(v, Tensor) and v.dim() > 0 else v
-                for k, v in head.items()}  # fmt: skip
+        return {
+            k: torch.cat([p[k] for p in parts]) if isinstance(v, Tensor) and v.dim() > 0 else v for k, v in head.items()
+        }
     return type(head)(torch.cat([p[i] for p in parts]) for i in range(len(head)))
 
 

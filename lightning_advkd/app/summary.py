@@ -47,9 +47,11 @@ def standalone(model: nn.Module) -> nn.Module:
     return copied.to(memory_format=torch.contiguous_format)
 
 
-def evaluate_pair(teacher: nn.Module, student: nn.Module, loader: DataLoader) -> dict[str, float]:
+def evaluate_pair(
+    teacher: nn.Module, student: nn.Module, loader: DataLoader, max_batches: int | None = None
+) -> dict[str, float]:
     """Teacher and student top-1 accuracy and their agreement on a labelled loader (for methods whose module does
-    not measure them, e.g. the supervised baseline).
+    not measure them, e.g. the supervised baseline), over at most ``max_batches`` batches.
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -64,7 +66,9 @@ def evaluate_pair(teacher: nn.Module, student: nn.Module, loader: DataLoader) ->
     correct_t = correct_s = agree = total = 0
     device = next(student.parameters()).device
     with torch.no_grad():
-        for batch in loader:
+        for index, batch in enumerate(loader):
+            if max_batches is not None and index >= max_batches:
+                break
             inputs, labels = split_batch(batch)
             inputs = inputs.to(device)
             predicted_t = teacher(inputs).argmax(dim=1)
@@ -112,9 +116,12 @@ def build_reports(
         agreement = metrics.get("test/agreement") if role == "student" else None
         reports.append(
             ModelReport(
-                role, arches.get(role, "?"), None if accuracy is None else float(accuracy),
-                None if agreement is None else float(agreement), profile,
-            )  # fmt: skip
+                role,
+                arches.get(role, "?"),
+                None if accuracy is None else float(accuracy),
+                None if agreement is None else float(agreement),
+                profile,
+            )
         )
     return reports
 
@@ -128,8 +135,15 @@ def compression_ratio(reports: Sequence[ModelReport]) -> float | None:
 
 
 TABLE_COLUMNS = (
-    "model", "arch", "test acc %", "agreement %", "params", "MACs", "checkpoint MB", "CPU ms/image",
-)  # fmt: skip
+    "model",
+    "arch",
+    "test acc %",
+    "agreement %",
+    "params",
+    "MACs",
+    "checkpoint MB",
+    "CPU ms/image",
+)
 
 
 def table_rows(reports: Sequence[ModelReport]) -> list[list[Any]]:
@@ -149,13 +163,14 @@ def table_rows(reports: Sequence[ModelReport]) -> list[list[Any]]:
     ]
 
 
-def format_table(reports: Sequence[ModelReport], title: str = "") -> str:
-    """A plain-text table (Markdown-compatible) with the compression ratio under it.
+def format_table(reports: Sequence[ModelReport], title: str = "", footer: str = "") -> str:
+    """A plain-text table (Markdown-compatible) with the compression ratio (and ``footer``) under it.
 
     Example:
         >>> p = ModelProfile(parameters=1000, macs=5000, size_bytes=4000, latency_ms=0.5)
         >>> q = ModelProfile(parameters=100, macs=400, size_bytes=500, latency_ms=0.1)
-        >>> print(format_table([ModelReport("teacher", "big", 0.9, None, p), ModelReport("student", "s", 0.8, 0.85, q)]))
+        >>> reports = [ModelReport("teacher", "big", 0.9, None, p), ModelReport("student", "s", 0.8, 0.85, q)]
+        >>> print(format_table(reports))
         | model   | arch | test acc % | agreement % | params | MACs  | checkpoint MB | CPU ms/image |
         |---------|------|------------|-------------|--------|-------|---------------|--------------|
         | teacher | big  | 90.00      | -           | 1,000  | 5,000 | 0.004         | 0.500        |
@@ -167,9 +182,15 @@ def format_table(reports: Sequence[ModelReport], title: str = "") -> str:
         role, arch, acc, agreement, params, macs, size, latency = row
         cells.append(
             [
-                role, arch, "-" if acc is None else f"{acc:.2f}", "-" if agreement is None else f"{agreement:.2f}",
-                f"{params:,}", f"{macs:,}", f"{size:.3f}", f"{latency:.3f}",
-            ]  # fmt: skip
+                role,
+                arch,
+                "-" if acc is None else f"{acc:.2f}",
+                "-" if agreement is None else f"{agreement:.2f}",
+                f"{params:,}",
+                f"{macs:,}",
+                f"{size:.3f}",
+                f"{latency:.3f}",
+            ]
         )
     widths = [max(len(str(row[i])) for row in cells) for i in range(len(TABLE_COLUMNS))]
     lines = [f"## {title}", ""] if title else []
@@ -180,6 +201,8 @@ def format_table(reports: Sequence[ModelReport], title: str = "") -> str:
     ratio = compression_ratio(reports)
     if ratio is not None:
         lines.append(f"compression ratio (teacher params / student params): {ratio:.1f}x")
+    if footer:
+        lines.append(footer)
     return "\n".join(lines)
 
 
@@ -193,13 +216,19 @@ def summary_dict(reports: Sequence[ModelReport], metrics: Mapping[str, float], e
     }
 
 
-def write_summary(output_dir: str | Path, reports: Sequence[ModelReport], metrics: Mapping[str, float],
-                  extra: Mapping[str, Any], title: str = "") -> tuple[Path, Path]:  # fmt: skip
+def write_summary(
+    output_dir: str | Path,
+    reports: Sequence[ModelReport],
+    metrics: Mapping[str, float],
+    extra: Mapping[str, Any],
+    title: str = "",
+    footer: str = "",
+) -> tuple[Path, Path]:
     """Write ``summary.md`` (the table) and ``summary.json`` (all values) into ``output_dir``."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     markdown = output_dir / "summary.md"
-    markdown.write_text(format_table(reports, title) + "\n")
+    markdown.write_text(format_table(reports, title, footer) + "\n")
     data = output_dir / "summary.json"
     data.write_text(json.dumps(summary_dict(reports, metrics, extra), indent=2, default=str) + "\n")
     return markdown, data

@@ -37,10 +37,22 @@ RECIPE_VERSION = 1
 LOADER_ONLY_KEYS = frozenset({"eval_batch_size", "num_workers", "pin_memory", "persistent_workers"})
 #: Trainer options that change the trained weights.
 TRAINER_RESULT_KEYS = (
-    "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches", "fast_dev_run",
-    "overfit_batches", "precision", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
-    "deterministic", "devices", "num_nodes",
-)  # fmt: skip
+    "max_epochs",
+    "min_epochs",
+    "max_steps",
+    "min_steps",
+    "max_time",
+    "limit_train_batches",
+    "fast_dev_run",
+    "overfit_batches",
+    "precision",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "deterministic",
+    "devices",
+    "num_nodes",
+)
 
 
 class MissingTeacherError(FileNotFoundError):

@@ -1,0 +1,213 @@
+"""Every option of every config group composes, and its ``_target_`` nodes build real objects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from lightning_advkd.app.compat import DatasetShape, check_compatibility
+from lightning_advkd.train import CONF_DIR, _build_module, _instantiate_callbacks, _instantiate_loggers
+
+from .conftest import QUICK, compose_cfg, dataset_overrides, has_module, tiny_overrides
+
+PLUGINS = {
+    ("hydra/launcher", "slurm"): "hydra_plugins.hydra_submitit_launcher",
+    ("sweep", "optuna"): "hydra_plugins.hydra_optuna_sweeper",
+}
+
+
+def options() -> Iterator[tuple[str, str]]:
+    for path in sorted(CONF_DIR.rglob("*.yaml")):
+        group = path.parent.relative_to(CONF_DIR).as_posix()
+        if group != ".":
+            yield group, path.stem
+
+
+ALL_OPTIONS = list(options())
+
+
+def select(group: str, option: str) -> list[str]:
+    if group == "hydra":  # the primary config selects hydra/default.yaml itself
+        return []
+    return [f"{group}={option}"]
+
+
+def needs_plugin(group: str, option: str) -> None:
+    module = PLUGINS.get((group, option))
+    if module is not None and not has_module(module):
+        pytest.skip(f"needs the Hydra plugin {module} (pip install {module.split('.')[-1].replace('_', '-')})")
+
+
+def targets(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, DictConfig):
+        for key in node:
+            value = node._get_node(key)
+            if key == "_target_":
+                yield path, str(node[key])
+            elif isinstance(value, (DictConfig, ListConfig)):
+                yield from targets(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, ListConfig):
+        for index, value in enumerate(node):
+            yield from targets(value, f"{path}[{index}]")
+
+
+def test_every_group_has_options() -> None:
+    groups = {group for group, _ in ALL_OPTIONS}
+    expected = {
+        "paths",
+        "dataset",
+        "pair",
+        "method",
+        "discriminator",
+        "regularizer",
+        "teacher_training",
+        "lr_scheduler",
+        "trainer",
+        "strategy",
+        "logger",
+        "callbacks",
+        "experiment",
+        "sweep",
+        "debug",
+        "hydra",
+        "hydra/launcher",
+    }
+    assert expected <= groups
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_option_composes_and_targets_resolve(group: str, option: str, tmp_path: Path, data_root: Path) -> None:
+    needs_plugin(group, option)
+    if group == "dataset":
+        cfg = compose_cfg([*QUICK, *dataset_overrides(option, data_root)], tmp_path)
+    else:
+        cfg = compose_cfg([*tiny_overrides(data_root), *select(group, option)], tmp_path)
+    job = {key: cfg[key] for key in cfg if key != "hydra"}
+    OmegaConf.to_container(OmegaConf.create(job), resolve=True)  # every interpolation resolves
+    for path, target in targets(OmegaConf.create(job)):
+        assert get_object(target) is not None, f"{path}: {target}"
+    if group == "hydra/launcher":
+        launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+        assert launcher["tasks_per_node"] == cfg.trainer.devices
+        assert launcher["_target_"].endswith("SlurmLauncher")
+
+
+def _shape(cfg: DictConfig) -> DatasetShape:
+    datamodule = instantiate(cfg.dataset.datamodule)
+    return DatasetShape.of(cfg.dataset.name, datamodule)
+
+
+@pytest.mark.parametrize("option", [o for g, o in ALL_OPTIONS if g == "dataset"])
+def test_dataset_builds_and_loads_a_batch(option: str, tmp_path: Path, data_root: Path) -> None:
+    cfg = compose_cfg([*QUICK, *dataset_overrides(option, data_root), "dataset.datamodule.batch_size=4"], tmp_path)
+    datamodule = instantiate(cfg.dataset.datamodule)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    images = batch[0] if isinstance(batch, (list, tuple)) else batch
+    assert images.shape[1:] == (datamodule.in_chans, datamodule.image_size, datamodule.image_size)
+
+
+@pytest.mark.parametrize("option", [o for g, o in ALL_OPTIONS if g == "pair"])
+def test_pair_builds_both_networks(option: str, tmp_path: Path, data_root: Path) -> None:
+    cfg = compose_cfg([*tiny_overrides(data_root), f"pair={option}"], tmp_path)
+    channels, height, _ = cfg.pair.input_size
+    side = min(height, 64)  # torchvision's ResNets pool adaptively: a small input checks the wiring quickly
+    for role in ("teacher", "student"):
+        model = instantiate(cfg.pair[role].model, num_classes=7, in_chans=channels).eval()
+        with torch.no_grad():
+            assert model(torch.zeros(1, channels, side, side)).shape == (1, 7)
+    pairs = cfg.pair.attention_pairs
+    assert pairs and all(len(p) == 2 for p in pairs)
+    shape = DatasetShape(option, channels, height, 10)
+    check_compatibility(OmegaConf.to_container(cfg.pair), shape, {"name": "anc", "kind": "adversarial"}, "distill")
+
+
+@pytest.mark.parametrize("option", [o for g, o in ALL_OPTIONS if g == "method"])
+def test_method_builds_its_module_and_optimizers(option: str, tmp_path: Path, data_root: Path) -> None:
+    cfg = compose_cfg([*tiny_overrides(data_root), f"method={option}"], tmp_path)
+    shape = _shape(cfg)
+    teacher = instantiate(cfg.pair.teacher.model, num_classes=10, in_chans=1)
+    student = instantiate(cfg.pair.student.model, num_classes=10, in_chans=1)
+    module = _build_module(cfg, teacher, student, 10, shape)
+    assert type(module).__name__ == cfg.method.module._target_.rsplit(".", 1)[-1]
+    optimizers = module.configure_optimizers()
+    assert optimizers
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [f"regularizer={o}" for g, o in ALL_OPTIONS if g == "regularizer"] + ["regularizer=[adversarial_samples,r1]"],
+)
+def test_regularizers_build_and_combine(selection: str, tmp_path: Path, data_root: Path) -> None:
+    cfg = compose_cfg([*tiny_overrides(data_root), selection], tmp_path)
+    callbacks = _instantiate_callbacks(cfg, "adversarial", has_logger=False)
+    regularizers = [type(cb).__name__ for cb in callbacks if type(cb).__module__ == "lightning_advkd.callbacks"]
+    assert len(regularizers) == len(cfg.regularizer)
+    if "[" in selection:
+        assert regularizers == ["AdversarialSamples", "R1Penalty"]
+
+
+@pytest.mark.parametrize("option", [o for g, o in ALL_OPTIONS if g == "discriminator"])
+def test_discriminator_builds(option: str, tmp_path: Path, data_root: Path) -> None:
+    cfg = compose_cfg([*tiny_overrides(data_root), f"discriminator={option}"], tmp_path)
+    discriminator = instantiate(cfg.discriminator, in_features=64)
+    assert discriminator(torch.zeros(3, 64)).shape == (3, 1)
+
+
+@pytest.mark.parametrize("option", [o for g, o in ALL_OPTIONS if g in ("lr_scheduler", "teacher_training")])
+def test_schedules_and_teacher_recipes_build(option: str, tmp_path: Path, data_root: Path) -> None:
+    group = "lr_scheduler" if (CONF_DIR / "lr_scheduler" / f"{option}.yaml").is_file() else "teacher_training"
+    cfg = compose_cfg([*tiny_overrides(data_root), f"{group}={option}"], tmp_path)
+    if group == "lr_scheduler":
+        optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+        scheduler = instantiate(cfg.lr_scheduler)(optimizer)
+        assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+    else:
+        model = instantiate(cfg.pair.teacher.model, num_classes=10, in_chans=1)
+        module = instantiate(cfg.teacher_training.module, model=model, num_classes=10)
+        assert module.model is model
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [f"strategy={o}" for g, o in ALL_OPTIONS if g == "strategy"]
+    + [f"trainer={o}" for g, o in ALL_OPTIONS if g == "trainer"],
+)
+def test_trainer_builds_with_each_strategy(selection: str, tmp_path: Path, data_root: Path) -> None:
+    cfg = compose_cfg([*tiny_overrides(data_root), selection], tmp_path)
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        assert cfg.trainer.strategy in ("auto", "ddp")  # composes; building needs a GPU
+        pytest.skip("no GPU here")
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert trainer.world_size == cfg.trainer.devices * cfg.trainer.num_nodes
+
+
+@pytest.mark.parametrize("option", [o for g, o in ALL_OPTIONS if g in ("callbacks", "logger")])
+def test_callbacks_and_loggers_build(option: str, tmp_path: Path, data_root: Path) -> None:
+    group = "callbacks" if (CONF_DIR / "callbacks" / f"{option}.yaml").is_file() else "logger"
+    cfg = compose_cfg([*tiny_overrides(data_root), f"{group}={option}"], tmp_path)
+    if group == "callbacks":
+        built = _instantiate_callbacks(cfg, "supervised", has_logger=True)
+        assert len(built) == sum(1 for node in (cfg.callbacks or {}).values() if node is not None)
+    else:
+        loggers = _instantiate_loggers(cfg)
+        assert len(loggers) == len(cfg.logger or {})
+
+
+def test_logger_list_builds_all(tmp_path: Path, data_root: Path) -> None:
+    cfg = compose_cfg([*tiny_overrides(data_root), "logger=[wandb,csv,tensorboard]"], tmp_path)
+    names = sorted(type(logger).__name__ for logger in _instantiate_loggers(cfg))
+    assert names == ["CSVLogger", "TensorBoardLogger", "WandbLogger"]
+
+
+def test_sweep_grids_name_existing_pairs(tmp_path: Path, data_root: Path) -> None:
+    for option in ("fmnist_pairs", "cifar100_pairs"):
+        cfg = compose_cfg([*tiny_overrides(data_root), f"sweep={option}"], tmp_path)
+        for pair in str(cfg.hydra.sweeper.params.pair).split(","):
+            assert (CONF_DIR / "pair" / f"{pair}.yaml").is_file(), pair
