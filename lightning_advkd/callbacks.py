@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_advkd import functional as AF
+from lightning_advkd._logging import is_logging_step
 from lightning_advkd.functional import WeightNorm
 
 Schedule = Callable[[int], float]
@@ -140,7 +141,8 @@ class DiscriminatorRegularizer(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        pl_module.log(f"train/reg/{self.name}_strength", self.strength(), on_step=True, on_epoch=False)
+        if is_logging_step(trainer):
+            pl_module.log(f"train/reg/{self.name}_strength", self.strength(), on_step=True, on_epoch=False)
 
     @override
     def state_dict(self) -> dict[str, Any]:

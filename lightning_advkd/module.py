@@ -16,6 +16,7 @@ from torchmetrics.classification import BinaryAccuracy
 from typing_extensions import override
 
 from lightning_advkd import functional as AF
+from lightning_advkd._logging import is_logging_step
 from lightning_advkd.callbacks import DiscriminatorRegularizer, DiscriminatorStepInputs
 from lightning_advkd.discriminator import MLPDiscriminator
 from lightning_advkd.features import make_adapter
@@ -369,8 +370,7 @@ class AdversarialDistillation(TeacherStudentModule):
             )
 
     def _should_log(self) -> bool:
-        # The Trainer writes logs every `log_every_n_steps` batches; computing metrics on the other steps is waste.
-        return self.trainer._logger_connector.should_update_logs
+        return is_logging_step(self.trainer)
 
     def _log_terms(self, network: str, terms: dict[str, Tensor], total: Tensor) -> None:
         values = {f"train/loss/{network}_{name}": value.detach() for name, value in terms.items()}
