@@ -11,8 +11,8 @@ Methods:
   anc_plain     ANC written as a plain PyTorch loop here, same math, no Lightning: the framework-overhead reference
   anc_two_pass  the reference implementation's variant: a second student forward pass for the adversarial sample
 
-Peak memory is the maximum resident set size of a fresh subprocess that runs one method (minus that of a subprocess
-that builds the same data and networks but does not train): CPU memory cannot be reset within one process.
+Peak memory is how far the resident set of a fresh subprocess grows while one method builds its networks and trains
+(its peak-RSS mark is reset once imports and data are loaded; see ``memory_probe``).
 
 Usage:
   python benchmarks/speed.py                        # both pairs, writes benchmarks/results/speed.{md,json}
@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -192,24 +192,45 @@ def measure(
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
-def peak_rss_mb(what: str, pair_name: str, args: argparse.Namespace) -> float:
-    """Peak RSS of a fresh subprocess that runs method ``what`` (``"none"``: only builds data and networks)."""
-    command = [sys.executable, __file__, "--memory-probe", what, "--pairs", pair_name, "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size), "--warmup", str(args.warmup)]  # fmt: skip
+def peak_memory_mb(method: str, pair_name: str, args: argparse.Namespace) -> float:
+    """Peak resident-memory growth of ``method`` in a fresh subprocess (see :func:`memory_probe`)."""
+    command = [sys.executable, __file__, "--memory-probe", method, "--pairs", pair_name, "--steps", str(args.steps),
+               "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--threads", str(args.threads)]  # fmt: skip
     if args.channels_last:
         command.append("--channels-last")
-    command += ["--threads", str(args.threads)]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    # glibc's dynamic mmap threshold keeps freed activations cached in the heap by chance, which made the figures
+    # swing by 50-150 MiB between identical runs; a fixed threshold returns large blocks on free, so the peak tracks
+    # live memory.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
     return float(output.strip().splitlines()[-1])
 
 
 def memory_probe(method: str, args: argparse.Namespace) -> None:
+    """Print how far the resident set grows above its level at the start while ``method`` builds and trains.
+
+    The process's peak-RSS mark is reset (Linux ``/proc/self/clear_refs``) after the imports and the data are in
+    memory, so the import-time peak of torch and Lightning, the same for every method, cannot mask the training
+    peak. A fresh process per method keeps one method's freed-but-cached memory out of the next one's figure.
+    """
     pair = PAIRS[args.pairs[0]]
     dataset = make_dataset(pair, args.steps, args.batch_size)
-    build_networks(pair, args.channels_last)
-    if method != "none":
-        measure(method, pair, dataset, args.batch_size, args.warmup, args.channels_last)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux -> MiB
+    start = _reset_peak_rss_mb()
+    measure(method, pair, dataset, args.batch_size, args.warmup, args.channels_last)
+    print(_proc_status_mb("VmHWM") - start)
+
+
+def _reset_peak_rss_mb() -> float:
+    """Reset the peak-RSS mark to the current RSS and return that RSS in MiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _proc_status_mb("VmRSS")
+
+
+def _proc_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024  # kB -> MiB
+    raise RuntimeError(f"{field} missing from /proc/self/status: peak memory needs Linux")
 
 
 def ratios(rates: dict[str, float]) -> dict[str, float]:
@@ -237,8 +258,7 @@ def benchmark_pair(name: str, args: argparse.Namespace, log: Callable[[str], Non
     if set(METHODS) <= set(args.methods):
         result["ratios"] = ratios(rates)
     if not args.no_memory:
-        baseline = peak_rss_mb("none", name, args)
-        result["peak_memory_mb"] = {m: peak_rss_mb(m, name, args) - baseline for m in args.methods}
+        result["peak_memory_mb"] = {m: peak_memory_mb(m, name, args) for m in args.methods}
     return result
 
 
@@ -253,7 +273,7 @@ def to_markdown(results: dict, args: argparse.Namespace) -> str:
     for name, result in results.items():
         lines += [f"## {name}: {result['pair']}, input {tuple(result['input'])}", ""]
         memory = result.get("peak_memory_mb")
-        lines += ["| method | steps/s | images/s | peak memory over baseline (MiB) |", "|---|---|---|---|"]
+        lines += ["| method | steps/s | images/s | peak memory growth (MiB) |", "|---|---|---|---|"]
         for method, rate in result["steps_per_s"].items():
             mem = f"{memory[method]:.0f}" if memory else "-"
             lines.append(f"| {method} | {rate:.2f} | {rate * args.batch_size:.0f} | {mem} |")

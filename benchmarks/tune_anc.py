@@ -18,7 +18,7 @@ import time
 import reproduce_fmnist as R
 import torch
 
-from lightning_advkd import AdversarialDistillation, AdversarialSamples, LinearWarmup
+from lightning_advkd import AdversarialDistillation, AdversarialSamples, LinearWarmup, R1Penalty
 
 
 def variant(teacher, student, args, **overrides) -> AdversarialDistillation:
@@ -46,6 +46,32 @@ VARIANTS = {
     ),
     "anc_kl_wadv0.1": (
         functools.partial(variant, adversarial_weight=0.1, data_term="kl"),
+        lambda: [AdversarialSamples()],
+    ),
+    "anc_kl_wadv0.03": (
+        functools.partial(variant, adversarial_weight=0.03, data_term="kl"),
+        lambda: [AdversarialSamples()],
+    ),
+    "anc_wadv0.03": (functools.partial(variant, adversarial_weight=0.03), lambda: [AdversarialSamples()]),
+    "anc_r1_wadv0.1": (functools.partial(variant, adversarial_weight=0.1), lambda: [R1Penalty(weight=1.0)]),
+    "anc_kl_r1_wadv0.1": (
+        functools.partial(variant, adversarial_weight=0.1, data_term="kl"),
+        lambda: [R1Penalty(weight=1.0)],
+    ),
+    "anc_kl_r1_wadv0.03": (
+        functools.partial(variant, adversarial_weight=0.03, data_term="kl"),
+        lambda: [R1Penalty(weight=1.0)],
+    ),
+    "anc_feat1_wadv0.1": (
+        functools.partial(variant, adversarial_weight=0.1, feature_weight=1.0),
+        lambda: [AdversarialSamples()],
+    ),
+    "anc_feat1_wadv1": (
+        functools.partial(variant, adversarial_weight=1.0, feature_weight=1.0),
+        lambda: [AdversarialSamples()],
+    ),
+    "anc_kl_feat1_wadv0.1": (
+        functools.partial(variant, adversarial_weight=0.1, data_term="kl", feature_weight=1.0),
         lambda: [AdversarialSamples()],
     ),
 }

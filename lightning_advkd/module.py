@@ -59,7 +59,8 @@ class AdversarialDistillation(TeacherStudentModule):
     logits. Per batch (defaults): one student update, then one discriminator update. Training never reads labels;
     labels in validation batches only feed the accuracy metrics.
 
-    Student loss: ``adversarial_weight * BCE(D(A(dropout(f_S))), 1) + data_weight * data_term(z_S, z_T)``.
+    Student loss: ``adversarial_weight * BCE(D(A(dropout(f_S))), 1) + data_weight * data_term(z_S, z_T)``
+    (``+ feature_weight * MSE(A(f_S), f_T)`` when that hint is switched on).
     Discriminator loss: ``BCE(D(f_T), 1) + BCE(D(A(f_S)), 0)`` plus the terms of every
     :class:`~lightning_advkd.callbacks.DiscriminatorRegularizer` attached to the Trainer (none: the unregularized
     baseline; :class:`~lightning_advkd.callbacks.AdversarialSamples` is the paper's). ``A`` is a learned linear
@@ -82,6 +83,8 @@ class AdversarialDistillation(TeacherStudentModule):
         data_weight: ``w_data``.
         data_term: ``"l2"`` (default), ``"l1"``, ``"kl"`` (Hinton KD at ``kd_temperature``) or ``"none"``.
         kd_temperature: temperature of the ``"kl"`` data term.
+        feature_weight: weight of a FitNets-style hint, ``MSE(A(f_S), f_T)``, on the adapted student feature the
+            discriminator judges (beyond the paper; 0 turns it off).
         adversarial_dropout: drop probability ``p`` of the adversarial samples.
         perturb_adversarial_term: the student's adversarial term uses the perturbed (default) or the clean feature.
         student_steps: student updates per batch (each with its own forward pass).
@@ -135,6 +138,7 @@ class AdversarialDistillation(TeacherStudentModule):
         adversarial_weight: float = 0.1,
         data_weight: float = 1.0,
         data_term: DataTerm = "l2",
+        feature_weight: float = 0.0,
         kd_temperature: float = 4.0,
         adversarial_dropout: float = 0.5,
         perturb_adversarial_term: bool = True,
@@ -158,6 +162,7 @@ class AdversarialDistillation(TeacherStudentModule):
         restore_rng_state: bool = True,
     ) -> None:
         _check_options(
+            {"adversarial_weight": adversarial_weight, "data_weight": data_weight, "feature_weight": feature_weight},
             data_term, adversarial_dropout, student_steps, discriminator_steps, scheduler_interval,
             grad_clip_algorithm, accumulate_grad_batches, max_student_steps,
         )  # fmt: skip
@@ -228,17 +233,17 @@ class AdversarialDistillation(TeacherStudentModule):
         for repeat in range(self.hparams.student_steps):
             if repeat > 0:
                 student = self._student_forward(inputs)
-            self._student_update(student, teacher_logits)
+            self._student_update(student, teacher_features, teacher_logits)
         if not self.hparams.discriminator_first:
             self._discriminator_updates(teacher_features, student)
         max_steps = self.hparams.max_student_steps
         if max_steps is not None and self.student_step >= max_steps:
             self.trainer.should_stop = True
 
-    def _student_update(self, student: StudentOutputs, teacher_logits: Tensor) -> None:
+    def _student_update(self, student: StudentOutputs, teacher_features: Tensor, teacher_logits: Tensor) -> None:
         optimizer = self.optimizers()[0]
         with self.toggled_optimizer(optimizer):
-            terms = self._student_loss_terms(student, teacher_logits)
+            terms = self._student_loss_terms(student, teacher_features, teacher_logits)
             loss = self._total(terms, "student")
             self.manual_backward(loss / self.hparams.accumulate_grad_batches)
             if self._is_update_batch():
@@ -247,7 +252,9 @@ class AdversarialDistillation(TeacherStudentModule):
         if self._should_log():
             self._log_terms("student", terms, loss)
 
-    def _student_loss_terms(self, student: StudentOutputs, teacher_logits: Tensor) -> dict[str, Tensor]:
+    def _student_loss_terms(
+        self, student: StudentOutputs, teacher_features: Tensor, teacher_logits: Tensor
+    ) -> dict[str, Tensor]:
         hp = self.hparams
         terms: dict[str, Tensor] = {}
         if hp.adversarial_weight > 0:
@@ -256,8 +263,12 @@ class AdversarialDistillation(TeacherStudentModule):
         if hp.data_weight > 0 and hp.data_term != "none":
             data = AF.logit_matching_loss(student.logits, teacher_logits, hp.data_term, hp.kd_temperature)
             terms["data"] = hp.data_weight * data
+        if hp.feature_weight > 0:
+            terms["feature"] = hp.feature_weight * AF.hint_loss(student.adapted, teacher_features)
         if not terms:
-            raise ValueError("the student loss is empty: adversarial_weight and data_weight are both 0")
+            raise ValueError(
+                "the student loss is empty: adversarial_weight, data_weight and feature_weight are all 0"
+            )
         return terms
 
     def _discriminator_updates(self, teacher_features: Tensor, student: StudentOutputs) -> None:
@@ -410,7 +421,7 @@ class AdversarialDistillation(TeacherStudentModule):
         label_free[f"{prefix}d_acc_fake"].update(fake_logits, torch.zeros_like(fake_logits))
         self._update_classification_metrics(metrics, student.logits, teacher_logits, labels)
         self.log_dict(label_free, on_step=False, on_epoch=True)
-        terms = self._student_loss_terms(student, teacher_logits)
+        terms = self._student_loss_terms(student, teacher_features, teacher_logits)
         self.log_dict({f"{prefix}loss/student_{k}": v for k, v in terms.items()}, on_step=False, on_epoch=True)
         self.log(f"{prefix}d_gap", torch.sigmoid(real_logits).mean() - torch.sigmoid(fake_logits).mean())
 
@@ -447,6 +458,7 @@ class AdversarialDistillation(TeacherStudentModule):
 
 
 def _check_options(
+    weights: dict[str, float],
     data_term: str,
     adversarial_dropout: float,
     student_steps: int,
@@ -456,6 +468,9 @@ def _check_options(
     accumulate_grad_batches: int,
     max_student_steps: int | None,
 ) -> None:
+    negative = {name: value for name, value in weights.items() if value < 0}
+    if negative:
+        raise ValueError(f"loss weights must be >= 0 (0 switches a term off), got {negative}")
     if data_term not in ("l2", "l1", "kl", "none"):
         raise ValueError(f"data_term must be one of 'l2', 'l1', 'kl', 'none'; got {data_term!r}")
     if not 0.0 <= adversarial_dropout < 1.0:

@@ -242,6 +242,8 @@ def test_bad_input_fails_at_construction_with_the_fix():
         AdversarialDistillation(student=TinyStudent())
     with pytest.raises(ValueError, match="data_term"):
         build(data_term="l3")
+    with pytest.raises(ValueError, match=r"loss weights must be >= 0.*feature_weight"):
+        build(feature_weight=-1.0)
 
 
 class NaNAfter(TensorDataset):
@@ -291,3 +293,19 @@ def test_16_mixed_skipped_steps_neither_count_nor_step_the_scheduler(init_scale,
     trainer = fit(module, make_loader(n=64, batch_size=16), plugins=[plugin], limit_val_batches=0)
     assert module.student_step == expected_steps
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**expected_steps)
+
+
+def test_feature_hint_term_is_the_mse_of_adapted_student_and_teacher_features():
+    module = build(feature_weight=0.5)
+    images, labels = make_data(32)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(module, DataLoader(TensorDataset(images, labels), batch_size=32), verbose=False)
+    module.eval()  # as during validation: BatchNorm on running statistics
+    with torch.no_grad():
+        teacher_features = module.teacher.pool(module.teacher.body(images)).flatten(1)
+        student_features = module.student.pool(module.student.body(images)).flatten(1)
+        expected = 0.5 * nn.functional.mse_loss(module.adapter(student_features), teacher_features)
+    assert torch.allclose(trainer.callback_metrics["val/loss/student_feature"], expected)
+    # Off by default, and the hint alone is a valid student loss.
+    assert "val/loss/student_feature" not in trainer.validate(build(), make_loader(), verbose=False)[0]
+    fit(build(feature_weight=1.0, adversarial_weight=0.0, data_weight=0.0), make_loader())
