@@ -194,8 +194,10 @@ def measure(
 
 def peak_memory_mb(method: str, pair_name: str, args: argparse.Namespace) -> float:
     """Peak resident-memory growth of ``method`` in a fresh subprocess (see :func:`memory_probe`)."""
-    command = [sys.executable, __file__, "--memory-probe", method, "--pairs", pair_name, "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--threads", str(args.threads)]  # fmt: skip
+    command = [
+        sys.executable, __file__, "--memory-probe", method, "--pairs", pair_name, "--steps", str(args.steps),
+        "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--threads", str(args.threads),
+    ]  # fmt: skip
     if args.channels_last:
         command.append("--channels-last")
     # glibc's dynamic mmap threshold keeps freed activations cached in the heap by chance, which made the figures

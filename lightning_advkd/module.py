@@ -266,9 +266,7 @@ class AdversarialDistillation(TeacherStudentModule):
         if hp.feature_weight > 0:
             terms["feature"] = hp.feature_weight * AF.hint_loss(student.adapted, teacher_features)
         if not terms:
-            raise ValueError(
-                "the student loss is empty: adversarial_weight, data_weight and feature_weight are all 0"
-            )
+            raise ValueError("the student loss is empty: adversarial_weight, data_weight and feature_weight are all 0")
         return terms
 
     def _discriminator_updates(self, teacher_features: Tensor, student: StudentOutputs) -> None:
