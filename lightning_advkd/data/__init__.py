@@ -5,6 +5,7 @@ from lightning_advkd.data.cifar import CIFAR10DataModule, CIFAR100DataModule, CI
 from lightning_advkd.data.fashion_mnist import FashionMNISTDataModule, IDXFormatError, IDXImageDataset, read_idx
 from lightning_advkd.data.imagenet import ImageNetDataModule
 from lightning_advkd.data.svhn import SVHNDataModule, SVHNMatDataset
+from lightning_advkd.data.tensor_transforms import TensorImageTransform
 from lightning_advkd.data.unlabeled import UnlabeledImageFolderDataModule
 
 #: Datamodule classes by the short name configs and the command line use.
@@ -29,6 +30,7 @@ __all__ = [
     "ImageNetDataModule",
     "SVHNDataModule",
     "SVHNMatDataset",
+    "TensorImageTransform",
     "TransformedSubset",
     "UnlabeledImageFolderDataModule",
     "read_idx",

@@ -67,6 +67,22 @@ class TransformedSubset(Dataset):
             return (self.transform(image), *rest)
         return self.transform(sample)
 
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        """A batch of samples for the DataLoader; one vectorized transform call when the data allows it.
+
+        That is when the transform accepts batches (``accepts_batches``, e.g. :class:`TensorImageTransform`) and the
+        dataset keeps its images in a ``data`` tensor (labels, if any, in ``targets``). Otherwise sample by sample.
+        """
+        images = getattr(self.dataset, "data", None)
+        if not (getattr(self.transform, "accepts_batches", False) and isinstance(images, torch.Tensor)):
+            return [self[i] for i in indices]
+        rows = torch.as_tensor([self.indices[i] for i in indices] if self.indices is not None else indices)
+        batch = self.transform(images[rows])
+        targets = getattr(self.dataset, "targets", None)
+        if targets is None:
+            return list(batch.unbind(0))
+        return [(image, int(label)) for image, label in zip(batch.unbind(0), targets[rows].tolist(), strict=True)]
+
 
 def check_val_split(val_split: int | float) -> None:
     """Reject a ``val_split`` that is neither a count >= 0 nor a fraction in [0, 1).

@@ -19,9 +19,9 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
-from torchvision.transforms import v2
 
-from lightning_advkd.data._base import ImageClassificationDataModule, Transform, to_normalized_tensor
+from lightning_advkd.data._base import ImageClassificationDataModule, Transform
+from lightning_advkd.data.tensor_transforms import TensorImageTransform
 
 _CIFAR_PIXELS = 3 * 32 * 32
 
@@ -189,11 +189,10 @@ class _CIFARDataModule(ImageClassificationDataModule):
         return CIFARPickleDataset(self.folder, files, self._label_key, self.num_classes, meta["filename"], meta["key"])  # type: ignore[arg-type]
 
     def default_train_transform(self) -> Transform:
-        flip = [v2.RandomHorizontalFlip()] if self.hflip else []
-        return v2.Compose([v2.RandomCrop(32, padding=4), *flip, *to_normalized_tensor(self.mean, self.std)])
+        return TensorImageTransform(self.mean, self.std, padding=4, hflip=self.hflip)
 
     def default_eval_transform(self) -> Transform:
-        return v2.Compose(to_normalized_tensor(self.mean, self.std))
+        return TensorImageTransform(self.mean, self.std)
 
 
 class CIFAR10DataModule(_CIFARDataModule):

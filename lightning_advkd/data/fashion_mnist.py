@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
-from lightning_advkd.data._base import ImageClassificationDataModule, Transform, to_normalized_tensor
+from lightning_advkd.data._base import ImageClassificationDataModule, Transform
+from lightning_advkd.data.tensor_transforms import TensorImageTransform
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
@@ -167,8 +167,7 @@ class FashionMNISTDataModule(ImageClassificationDataModule):
         return IDXImageDataset(*self._pair("t10k"), num_classes=self.num_classes)  # type: ignore[arg-type]
 
     def default_train_transform(self) -> Transform:
-        flip = [v2.RandomHorizontalFlip()] if self.hflip else []
-        return v2.Compose([v2.RandomCrop(28, padding=2), *flip, *to_normalized_tensor(self.mean, self.std)])
+        return TensorImageTransform(self.mean, self.std, padding=2, hflip=self.hflip)
 
     def default_eval_transform(self) -> Transform:
-        return v2.Compose(to_normalized_tensor(self.mean, self.std))
+        return TensorImageTransform(self.mean, self.std)

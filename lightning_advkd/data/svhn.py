@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
-from torchvision.transforms import v2
 
-from lightning_advkd.data._base import ImageClassificationDataModule, Transform, to_normalized_tensor
+from lightning_advkd.data._base import ImageClassificationDataModule, Transform
+from lightning_advkd.data.tensor_transforms import TensorImageTransform
 
 
 class SVHNMatDataset(Dataset):
@@ -147,7 +147,7 @@ class SVHNDataModule(ImageClassificationDataModule):
         return SVHNMatDataset(self._file("test"))
 
     def default_train_transform(self) -> Transform:
-        return v2.Compose([v2.RandomCrop(32, padding=4), *to_normalized_tensor(self.mean, self.std)])
+        return TensorImageTransform(self.mean, self.std, padding=4)
 
     def default_eval_transform(self) -> Transform:
-        return v2.Compose(to_normalized_tensor(self.mean, self.std))
+        return TensorImageTransform(self.mean, self.std)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from torchvision.transforms import v2
 
 from lightning_advkd.data import CIFAR10DataModule, CIFAR100DataModule
 
@@ -99,10 +98,8 @@ def test_python3_pickles_with_bytes_keys_are_read_too(tmp_path) -> None:
 
 
 def test_train_augmentation(cifar10_root) -> None:
-    kinds = [type(t) for t in CIFAR10DataModule(cifar10_root).train_transform.transforms]
-    assert kinds[:2] == [v2.RandomCrop, v2.RandomHorizontalFlip]
-    crop = CIFAR10DataModule(cifar10_root).train_transform.transforms[0]
-    assert crop.size == (32, 32) and crop.padding == [4, 4, 4, 4]
+    transform = CIFAR10DataModule(cifar10_root).train_transform
+    assert (transform.padding, transform.hflip) == (4, True)
 
 
 @pytest.mark.parametrize(

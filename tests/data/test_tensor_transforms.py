@@ -1,0 +1,88 @@
+"""TensorImageTransform against torchvision's per-sample pipeline, and the batched path of TransformedSubset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from lightning_advkd.data import TensorImageTransform, TransformedSubset
+from lightning_advkd.data._base import to_normalized_tensor
+
+MEAN, STD = (0.2, 0.4, 0.6), (0.3, 0.2, 0.1)
+
+
+class InMemoryImages(torch.utils.data.Dataset):
+    """Like the package's CIFAR/IDX/SVHN readers: uint8 images in ``data``, labels in ``targets``."""
+
+    def __init__(self, n: int = 40, labels: bool = True) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.data = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=generator)
+        self.targets = torch.arange(n) % 10 if labels else None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        return self.data[index] if self.targets is None else (self.data[index], int(self.targets[index]))
+
+
+def test_normalization_matches_torchvision() -> None:
+    images = InMemoryImages().data
+    reference = v2.Compose(to_normalized_tensor(MEAN, STD))
+    expected = torch.stack([reference(image) for image in images])
+    torch.testing.assert_close(TensorImageTransform(MEAN, STD)(images), expected)
+    torch.testing.assert_close(TensorImageTransform(MEAN, STD)(images[3]), expected[3])
+
+
+def test_each_image_gets_its_own_crop_and_flip_of_the_zero_padded_image() -> None:
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
+    batch = image.expand(200, -1, -1, -1)
+    out = (TensorImageTransform([0.0] * 3, [1.0] * 3, padding=2, hflip=True)(batch) * 255).round()
+    padded = F.pad(image, (2, 2, 2, 2)).float()
+    candidates = [c for y in range(5) for x in range(5) for c in (padded[:, y : y + 8, x : x + 8],)]
+    candidates += [c.flip(-1) for c in candidates]
+    matches = [[i for i, c in enumerate(candidates) if torch.equal(sample, c)] for sample in out]
+    assert all(m for m in matches), "every output is a crop (maybe flipped) of the padded image"
+    assert len({m[0] for m in matches}) > 25, "crops and flips differ between the images of one batch"
+
+
+def test_reproducible_under_a_seed_and_bad_input_is_named() -> None:
+    transform = TensorImageTransform(MEAN, STD, padding=4, hflip=True)
+    images = InMemoryImages().data
+    torch.manual_seed(3)
+    first = transform(images)
+    torch.manual_seed(3)
+    assert torch.equal(first, transform(images))
+    with pytest.raises(TypeError, match="uint8 image tensors"):
+        transform(images.float())
+    with pytest.raises(ValueError, match="3 channels but mean/std 1"):
+        TensorImageTransform([0.5], [0.5])(images)
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        TensorImageTransform(MEAN, STD, padding=-1)
+
+
+@pytest.mark.parametrize("labels", [True, False])
+def test_batched_loading_equals_sample_by_sample(labels) -> None:
+    dataset = InMemoryImages(labels=labels)
+    subset = TransformedSubset(dataset, indices=list(range(5, 40)), transform=TensorImageTransform(MEAN, STD))
+    batched = next(iter(DataLoader(subset, batch_size=16)))
+    one_by_one = torch.utils.data.default_collate([subset[i] for i in range(16)])
+    if labels:
+        torch.testing.assert_close(batched[0], one_by_one[0])
+        assert torch.equal(batched[1], one_by_one[1]) and batched[1].dtype == torch.int64
+    else:
+        torch.testing.assert_close(batched, one_by_one)
+
+
+def test_per_sample_transforms_and_other_datasets_keep_the_per_sample_path() -> None:
+    dataset = InMemoryImages()
+    reference = v2.Compose(to_normalized_tensor(MEAN, STD))  # no accepts_batches: sample by sample
+    subset = TransformedSubset(dataset, transform=reference)
+    torch.testing.assert_close(subset.__getitems__([1, 2])[1][0], reference(dataset.data[2]))
+    concat = torch.utils.data.ConcatDataset([dataset, dataset])  # no `data` tensor: sample by sample
+    subset = TransformedSubset(concat, transform=TensorImageTransform(MEAN, STD))
+    assert len(subset.__getitems__([0, 45])) == 2
