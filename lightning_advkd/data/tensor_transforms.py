@@ -67,7 +67,8 @@ class TensorImageTransform:
             batch = random_crop(batch, self.padding)
         if self.hflip:
             batch = random_hflip(batch)
-        out = (batch.to(torch.float32) / 255 - self.mean) / self.std
+        # the operations, in the order torchvision applies them: bit-identical to its ToDtype + Normalize
+        out = batch.to(torch.float32).mul_(1.0 / 255).sub_(self.mean).div_(self.std)
         return out[0] if single else out
 
     def __repr__(self) -> str:
@@ -78,14 +79,19 @@ class TensorImageTransform:
 
 
 def random_crop(batch: Tensor, padding: int) -> Tensor:
-    """Zero-pad each image by ``padding`` and crop it back to its size at a random offset of its own."""
+    """Zero-pad each image by ``padding`` and crop it back to its size at a random offset of its own.
+
+    One ``gather`` over the flattened padded images: the crop at row offset ``top`` and column offset ``left`` reads
+    positions ``top * width + left + (r * width + c)``, with ``width`` the padded width.
+    """
     b, c, h, w = batch.shape
     padded = F.pad(batch, (padding,) * 4)
-    top = torch.randint(0, 2 * padding + 1, (b, 1))
-    left = torch.randint(0, 2 * padding + 1, (b, 1))
-    rows = (top + torch.arange(h))[:, None, :, None]
-    cols = (left + torch.arange(w))[:, None, None, :]
-    return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    width = w + 2 * padding
+    top = torch.randint(0, 2 * padding + 1, (b,))
+    left = torch.randint(0, 2 * padding + 1, (b,))
+    pattern = (torch.arange(h)[:, None] * width + torch.arange(w)).view(1, 1, h * w)
+    index = ((top * width + left).view(b, 1, 1) + pattern).expand(b, c, h * w)
+    return padded.view(b, c, -1).gather(2, index).view(b, c, h, w)
 
 
 def random_hflip(batch: Tensor) -> Tensor:

@@ -120,6 +120,6 @@ def test_optuna_sweep(tmp_path: Path, data_root: Path) -> None:
         "method.module.adversarial_weight",
         "method.module.data_weight",
         "method.module.student_optimizer.lr",
-        "regularizer.adversarial_samples.weight",
+        "regularizer.r1.weight",
     }
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]

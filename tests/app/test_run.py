@@ -43,7 +43,7 @@ def test_default_job_end_to_end(make_cfg: MakeCfg, tmp_path: Path) -> None:
         "anc",
         "resnet14_lenet5",
         "fashion_mnist",
-        ["adversarial_samples"],
+        ["r1"],
     )
     metrics = run(cfg)
     assert {"test/student_acc", "test/teacher_acc", "test/agreement", "test/d_acc_real"} <= metrics.keys()

@@ -74,7 +74,7 @@ def test_offline_run_records_config_metrics_images_table_and_model(
 
     assert record.project == "lightning_advkd" and record.exit_code == 0
     assert record.group == "fashion_mnist/resnet14_lenet5" and record.job_type == "anc"
-    assert {"fashion_mnist", "resnet14_lenet5", "anc", "reg:adversarial_samples"} <= set(record.tags)
+    assert {"fashion_mnist", "resnet14_lenet5", "anc", "reg:r1"} <= set(record.tags)
     # the resolved config is the run config
     assert record.config["method"]["name"] == "anc"
     assert record.config["pair"]["teacher"]["model"]["name"] == "resnet14"
