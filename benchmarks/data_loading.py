@@ -7,7 +7,8 @@ For each method, one training epoch over the 60,000 real Fashion-MNIST images ru
   in-memory     the very same batches, produced by that loader beforehand and replayed from memory: compute only
 
 and the ratio of their images/s is the data-loading efficiency (target: at least 0.9). Both timings cover the whole
-``Trainer.fit`` (setup, the epoch, teardown); validation is off. Methods:
+``Trainer.fit`` (setup, the epoch, teardown); validation is off; the two alternate over several rounds and the medians
+are compared, so drift of the machine hits both alike. Methods:
 
   supervised    the LeNet-5 student with labels: the fastest step, so the most demanding of the loader
   anc           ANC, resnet14 -> LeNet-5 (the main job's pair), live teacher
@@ -25,6 +26,7 @@ import argparse
 import functools
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -97,18 +99,25 @@ def images_per_second(module: L.LightningModule, loader: DataLoader, method: str
 
 
 def benchmark_method(method: str, args: argparse.Namespace, log) -> dict:
+    """In-memory and loader epochs, interleaved over ``args.rounds`` rounds; medians and their ratios."""
     # The replayed batches come from the same loader (workers 0), so both runs see identical tensors.
     batches = list(make_loader(method, build_module(method), workers=0))
-    in_memory, images = images_per_second(build_module(method), DataLoader(ReplayedBatches(batches), None), method)
-    log(f"{method:>11} in-memory: {in_memory:8.0f} images/s ({images} images)")
-    result = {"in_memory_images_per_s": in_memory, "images": images, "loader_images_per_s": {}, "ratio": {}}
-    for workers in args.workers:
-        module = build_module(method)
-        rate, _ = images_per_second(module, make_loader(method, module, workers), method)
-        result["loader_images_per_s"][workers] = rate
-        result["ratio"][workers] = rate / in_memory
-        log(f"{method:>11} loader, {workers} workers: {rate:8.0f} images/s, ratio {rate / in_memory:.3f}")
-    return result
+    samples: dict[str, list[float]] = {"in_memory": [], **{f"workers_{w}": [] for w in args.workers}}
+    for round_index in range(args.rounds):
+        rate, images = images_per_second(build_module(method), DataLoader(ReplayedBatches(batches), None), method)
+        samples["in_memory"].append(rate)
+        log(f"[round {round_index + 1}] {method:>11} in-memory: {rate:8.0f} images/s ({images} images)")
+        for workers in args.workers:
+            module = build_module(method)
+            rate, _ = images_per_second(module, make_loader(method, module, workers), method)
+            samples[f"workers_{workers}"].append(rate)
+            log(f"[round {round_index + 1}] {method:>11} loader, {workers} workers: {rate:8.0f} images/s")
+    in_memory = statistics.median(samples["in_memory"])
+    loader = {w: statistics.median(samples[f"workers_{w}"]) for w in args.workers}
+    return {
+        "in_memory_images_per_s": in_memory, "images": images, "loader_images_per_s": loader,
+        "ratio": {w: rate / in_memory for w, rate in loader.items()}, "samples": samples,
+    }  # fmt: skip
 
 
 def to_markdown(results: dict, args: argparse.Namespace) -> str:
@@ -117,7 +126,7 @@ def to_markdown(results: dict, args: argparse.Namespace) -> str:
         f"Command: `python benchmarks/data_loading.py {' '.join(args.argv)}`".rstrip() + "  ",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch "
         f"{torch.__version__}; real Fashion-MNIST train set (60,000 images), batch {BATCH_SIZE}, one epoch per "
-        "figure. Target: loader / in-memory >= 0.9.", "",
+        f"measurement, median of {args.rounds} interleaved rounds. Target: loader / in-memory >= 0.9.", "",
         "| method | in-memory images/s | " + " | ".join(f"loader, {w} workers" for w in args.workers) + " |",
         "|---|---|" + "---|" * len(args.workers),
     ]  # fmt: skip
@@ -132,6 +141,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2], help="loader worker counts to try")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; medians are reported")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--out", type=Path, default=RESULTS / "data_loading")
     args = parser.parse_args(argv)

@@ -1,7 +1,8 @@
 """Training speed and peak memory of ANC against KD, the supervised student and a plain PyTorch ANC loop.
 
 Every method trains the same student on the same in-memory batches, side by side in one invocation: the methods are
-interleaved over several rounds and the median steps/s is reported, so drift of the machine hits all of them alike.
+interleaved over several rounds (every other round in reverse order) and the median steps/s is reported, so drift of
+the machine hits all of them alike.
 
 Methods:
   supervised    the student with labels (SupervisedClassifier, Lightning)
@@ -250,7 +251,9 @@ def benchmark_pair(name: str, args: argparse.Namespace, log: Callable[[str], Non
     dataset = make_dataset(pair, args.steps, args.batch_size)
     samples: dict[str, list[float]] = {m: [] for m in args.methods}
     for round_index in range(args.rounds):
-        for method in args.methods:
+        # Odd rounds run the methods in reverse order, so a method's place in the sequence favours none of them.
+        order = args.methods if round_index % 2 == 0 else args.methods[::-1]
+        for method in order:
             rate = measure(method, pair, dataset, args.batch_size, args.warmup, args.channels_last)
             samples[method].append(rate)
             log(f"[{name}] round {round_index + 1}/{args.rounds} {method:>13}: {rate:7.2f} steps/s")
@@ -292,7 +295,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--steps", type=int, default=30, help="batches per measurement, warm-up included")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 resists a shared CPU better)")

@@ -1,8 +1,9 @@
 """Search for a robust default ANC recipe on the Fashion-MNIST reproduction setting (same data, teacher and budget).
 
-Each variant changes one thing against ``anc_adv_samples`` of ``reproduce_fmnist.py`` (the paper's regularizer,
-adversarial weight 1, discriminator Adam lr 2e-4). Results are appended to ``<out>/runs.jsonl`` like the
-reproduction's, so ``reproduce_fmnist.py --out <out>`` tables them together.
+Each variant changes a few things against ``anc_adv_samples`` of ``reproduce_fmnist.py`` (the paper's recipe: L2 on
+logits, adversarial samples, adversarial weight 1, discriminator Adam lr 2e-4); its name says which. Results are
+appended to ``<out>/runs.jsonl`` like the reproduction's, so ``reproduce_fmnist.py --out <out>`` tables them together.
+``anc_kl_r1_wadv0.1`` became the package's default recipe (``anc_default`` of the reproduction).
 
 Usage:
   python benchmarks/tune_anc.py --epochs 6 --train-subset 20000 --threads 1 --seeds 0
@@ -23,6 +24,8 @@ from lightning_advkd import AdversarialDistillation, AdversarialSamples, LinearW
 
 def variant(teacher, student, args, **overrides) -> AdversarialDistillation:
     options = dict(
+        adversarial_weight=1.0,
+        data_term="l2",
         student_optimizer=functools.partial(R.student_optimizer, lr=args.lr),
         student_scheduler=functools.partial(R.cosine, epochs=args.epochs),
         student_grad_clip=args.clip,
