@@ -26,6 +26,7 @@ reproduction resumes. Outputs: ``<out>/table.md``, ``<out>/table.csv``, ``<out>/
 Usage:
   python benchmarks/reproduce_fmnist.py                 # the committed result (see table.md for the command used)
   python benchmarks/reproduce_fmnist.py --quick         # minutes: 1 seed, 2 epochs, 12,000 training images
+  python benchmarks/reproduce_fmnist.py --table-only --out benchmarks/results/fmnist_tuning   # re-table a log
 """
 
 from __future__ import annotations
@@ -297,6 +298,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--train-subset", type=int, default=0, help="use only the first N training images")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 is faster when the CPU is shared)")
+    parser.add_argument("--table-only", action="store_true", help="train nothing: table the runs already in runs.jsonl")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 12,000 images, 2-epoch teacher")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "lightning_advkd" / "benchmarks")
@@ -327,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     runs_file = args.out / "runs.jsonl"
     runs = [json.loads(line) for line in runs_file.read_text().splitlines()] if runs_file.exists() else []
     done = {(r["method"], r["seed"], r["epochs"]) for r in runs}
-    for seed in args.seeds:
+    for seed in [] if args.table_only else args.seeds:
         for method in args.methods:
             if (method, seed, args.epochs) in done:
                 continue
