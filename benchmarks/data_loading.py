@@ -123,7 +123,7 @@ def benchmark_method(method: str, args: argparse.Namespace, log) -> dict:
 def to_markdown(results: dict, args: argparse.Namespace) -> str:
     lines = [
         "# Data loading: a whole epoch with the loader vs compute only", "",
-        f"Command: `python benchmarks/data_loading.py {' '.join(args.argv)}`".rstrip() + "  ",
+        f"Command: `{' '.join(['python', 'benchmarks/data_loading.py', *args.argv])}`  ",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch "
         f"{torch.__version__}; real Fashion-MNIST train set (60,000 images), batch {BATCH_SIZE}, one epoch per "
         f"measurement, median of {args.rounds} interleaved rounds. Target: loader / in-memory >= 0.9.", "",

@@ -239,7 +239,7 @@ def write_outputs(rows: list[dict], args: argparse.Namespace, wall_seconds: floa
     first = rows[0]
     lines = [
         "# Fashion-MNIST reproduction", "",
-        f"Command: `python benchmarks/reproduce_fmnist.py {' '.join(args.argv)}`".rstrip() + "  ",
+        f"Command: `{' '.join(['python', 'benchmarks/reproduce_fmnist.py', *args.argv])}`  ",
         f"Teacher {args.teacher} ({first['teacher_params']:,} parameters): {first['teacher_acc']:.2f} % test accuracy. "
         f"Student LeNet-5 ({first['student_params']:,} parameters), {args.epochs} epochs, batch 128, SGD lr "
         f"{args.lr} cosine, gradient norm clipped at {args.clip}, no augmentation, for every method"

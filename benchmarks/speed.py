@@ -128,7 +128,7 @@ def lightning_steps_per_second(module: L.LightningModule, loader: DataLoader, wa
 def plain_anc_steps_per_second(
     teacher: nn.Module, student: nn.Module, loader: DataLoader, warmup: int, two_pass: bool
 ) -> float:
-    """ANC in plain PyTorch: the same losses, optimizers and regularizer as the package's defaults."""
+    """ANC in plain PyTorch: the same losses, weights, optimizers and regularizer as ``measure`` gives the module."""
     t_head, s_head = teacher.get_classifier(), student.get_classifier()
     adapter = nn.Linear(s_head.in_features, t_head.in_features)
     discriminator = AdversarialDistillation(teacher, student).discriminator  # same architecture and init scheme
@@ -153,7 +153,8 @@ def plain_anc_steps_per_second(
             perturbed = adapter(F.dropout(s_feat, 0.5))
         adapted = adapter(s_feat)
         discriminator.requires_grad_(False)
-        loss_s = AF.generator_loss(discriminator(perturbed)) + F.mse_loss(s_logits, t_logits)
+        data = AF.logit_matching_loss(s_logits, t_logits, "kl", temperature=4.0)  # the module's default data term
+        loss_s = 0.1 * AF.generator_loss(discriminator(perturbed)) + data
         opt_s.zero_grad(set_to_none=True)
         loss_s.backward()
         torch.nn.utils.clip_grad_norm_([*student.parameters(), *adapter.parameters()], CLIP)
@@ -270,7 +271,7 @@ def benchmark_pair(name: str, args: argparse.Namespace, log: Callable[[str], Non
 def to_markdown(results: dict, args: argparse.Namespace) -> str:
     lines = [
         "# Speed and memory (CPU)", "",
-        f"Command: `python benchmarks/speed.py {' '.join(args.argv)}`".rstrip() + "  ",
+        f"Command: `{' '.join(['python', 'benchmarks/speed.py', *args.argv])}`  ",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, batch {args.batch_size}, {args.steps} steps of which {args.warmup} warm-up, median of "
         f"{args.rounds} interleaved rounds, channels_last={args.channels_last}.", "",
