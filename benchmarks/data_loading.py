@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import platform
 import statistics
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from _results import write_results
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_advkd import AdversarialDistillation, AdversarialSamples, TeacherOutputCache
@@ -153,11 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     results = {method: benchmark_method(method, args, print) for method in args.methods}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    markdown = to_markdown(results, args)
-    args.out.with_suffix(".md").write_text(markdown)
-    print(markdown)
+    write_results(args.out, results, to_markdown(results, args))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
 import statistics
@@ -38,6 +37,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from _results import write_results
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -316,11 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         memory_probe(args.memory_probe, args)
         return
     results = {name: benchmark_pair(name, args, print) for name in args.pairs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    markdown = to_markdown(results, args)
-    args.out.with_suffix(".md").write_text(markdown)
-    print(markdown)
+    write_results(args.out, results, to_markdown(results, args))
 
 
 if __name__ == "__main__":

@@ -85,4 +85,6 @@ def test_per_sample_transforms_and_other_datasets_keep_the_per_sample_path() -> 
     torch.testing.assert_close(subset.__getitems__([1, 2])[1][0], reference(dataset.data[2]))
     concat = torch.utils.data.ConcatDataset([dataset, dataset])  # no `data` tensor: sample by sample
     subset = TransformedSubset(concat, transform=TensorImageTransform(MEAN, STD))
-    assert len(subset.__getitems__([0, 45])) == 2
+    (first, first_label), (second, second_label) = subset.__getitems__([0, 45])
+    assert torch.equal(first, subset[0][0]) and torch.equal(second, subset[45][0])
+    assert (first_label, second_label) == (0, 5)
