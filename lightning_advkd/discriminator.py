@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm as add_spectral_norm
 
 
 class MLPDiscriminator(nn.Module):
@@ -15,6 +16,8 @@ class MLPDiscriminator(nn.Module):
         hidden: widths of the hidden layers.
         dropout: dropout probability after each hidden activation (``0`` disables it); the "dropout inside D"
             alternative of the paper's regularizer ablation.
+        spectral_norm: constrain every linear layer to spectral norm 1 (Miyato et al., 2018), which bounds the
+            discriminator's Lipschitz constant; usually paired with the hinge loss (``gan_loss="hinge"``).
 
     Example:
         >>> import torch
@@ -23,7 +26,13 @@ class MLPDiscriminator(nn.Module):
         torch.Size([5, 1])
     """
 
-    def __init__(self, in_features: int, hidden: Sequence[int] = (128, 256, 128), dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int] = (128, 256, 128),
+        dropout: float = 0.0,
+        spectral_norm: bool = False,
+    ) -> None:
         super().__init__()
         if in_features <= 0:
             raise ValueError(f"in_features must be positive, got {in_features}")
@@ -35,13 +44,18 @@ class MLPDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         width = in_features
         for out in hidden:
-            layers += [nn.Linear(width, out), nn.ReLU(inplace=True)]
+            layers += [_linear(width, out, spectral_norm), nn.ReLU(inplace=True)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = out
-        layers.append(nn.Linear(width, 1))
+        layers.append(_linear(width, 1, spectral_norm))
         self.net = nn.Sequential(*layers)
 
     def forward(self, features: Tensor) -> Tensor:
         """Return one raw logit per feature vector, shape ``(N, 1)``; positive means "teacher"."""
         return self.net(features)
+
+
+def _linear(in_features: int, out_features: int, spectral_norm: bool) -> nn.Module:
+    layer = nn.Linear(in_features, out_features)
+    return add_spectral_norm(layer) if spectral_norm else layer

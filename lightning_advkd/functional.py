@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 DataTerm = Literal["l2", "l1", "kl", "none"]
+GanLoss = Literal["bce", "hinge", "relativistic"]
+GAN_LOSSES = ("bce", "hinge", "relativistic")
 WeightNorm = Literal["l1", "l2"]
 
 
@@ -36,31 +38,82 @@ def adversarial_sample(features: Tensor, p: float = 0.5, training: bool = True) 
     return F.dropout(features, p=p, training=training)
 
 
-def generator_loss(fake_logits: Tensor) -> Tensor:
-    """Non-saturating adversarial loss of the student: ``BCE(D(f~_S), 1)``.
+def generator_loss(fake_logits: Tensor, real_logits: Tensor | None = None, kind: GanLoss = "bce") -> Tensor:
+    """The student's adversarial loss for a GAN loss ``kind``.
+
+    * ``"bce"``: non-saturating, ``BCE(D(f~_S), 1)`` (the paper's);
+    * ``"hinge"``: ``-E[D(f~_S)]`` (Lim & Ye 2017; Miyato et al. 2018);
+    * ``"relativistic"``: relativistic average GAN (Jolicoeur-Martineau, 2019): student features should look *more*
+      teacher-like than the average teacher feature, ``BCE(D(f_S) - E D(f_T), 1) + BCE(D(f_T) - E D(f_S), 0)``;
+      needs ``real_logits`` (no gradient is needed through them).
 
     Example:
         >>> generator_loss(torch.zeros(4, 1))
         tensor(0.6931)
+        >>> generator_loss(torch.tensor([[1.0], [3.0]]), kind="hinge")
+        tensor(-2.)
     """
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    if kind == "hinge":
+        return -fake_logits.mean()
+    if kind == "relativistic":
+        if real_logits is None:
+            raise ValueError("the relativistic generator loss needs the discriminator's logits on teacher features")
+        fake_vs_real = fake_logits - real_logits.mean()
+        real_vs_fake = real_logits - fake_logits.mean()
+        return F.binary_cross_entropy_with_logits(
+            fake_vs_real, torch.ones_like(fake_vs_real)
+        ) + F.binary_cross_entropy_with_logits(real_vs_fake, torch.zeros_like(real_vs_fake))
+    raise ValueError(f"unknown GAN loss {kind!r}; choose one of {GAN_LOSSES}")
 
 
-def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, real_target: float = 1.0) -> Tensor:
-    """Discriminator loss ``BCE(D(f_T), real_target) + BCE(D(f_S), 0)``.
+def discriminator_loss(
+    real_logits: Tensor, fake_logits: Tensor, real_target: float = 1.0, kind: GanLoss = "bce"
+) -> Tensor:
+    """Discriminator loss for a GAN loss ``kind``.
+
+    * ``"bce"``: ``BCE(D(f_T), real_target) + BCE(D(f_S), 0)``;
+    * ``"hinge"``: ``E[relu(1 - D(f_T))] + E[relu(1 + D(f_S))]``;
+    * ``"relativistic"``: ``BCE(D(f_T) - E D(f_S), real_target) + BCE(D(f_S) - E D(f_T), 0)``.
 
     Args:
         real_logits: ``D`` on teacher features.
         fake_logits: ``D`` on (detached) student features.
-        real_target: the label of teacher features; below 1 for one-sided label smoothing.
+        real_target: the label of teacher features; below 1 for one-sided label smoothing (not with ``"hinge"``).
+        kind: the GAN loss.
 
     Example:
         >>> discriminator_loss(torch.zeros(2, 1), torch.zeros(2, 1))
         tensor(1.3863)
+        >>> discriminator_loss(torch.zeros(2, 1), torch.zeros(2, 1), kind="hinge")
+        tensor(2.)
     """
+    if kind == "hinge":
+        if real_target != 1.0:
+            raise ValueError("label smoothing (real_target < 1) is not defined for the hinge loss; use 'bce'")
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    if kind == "relativistic":
+        real_logits, fake_logits = real_logits - fake_logits.mean(), fake_logits - real_logits.mean()
+    elif kind != "bce":
+        raise ValueError(f"unknown GAN loss {kind!r}; choose one of {GAN_LOSSES}")
     real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_target))
     fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
     return real + fake
+
+
+def conditioned(inputs: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """A conditional discriminator's input: ``inputs`` with the teacher's soft prediction for the same sample.
+
+    ``cat([inputs, softmax(z_T / temperature)])``: a discriminator that sees the teacher's prediction next to a
+    feature can only be fooled by a student feature that fits *that sample*, not by one that merely follows the
+    teacher's marginal feature distribution. Needs no labels.
+
+    Example:
+        >>> conditioned(torch.ones(1, 2), torch.zeros(1, 2))
+        tensor([[1.0000, 1.0000, 0.5000, 0.5000]])
+    """
+    return torch.cat([inputs, F.softmax(teacher_logits.detach() / temperature, dim=1)], dim=1)
 
 
 def adversarial_samples_penalty(perturbed_fake_logits: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
@@ -20,10 +21,12 @@ from lightning_advkd._logging import is_logging_step
 from lightning_advkd.callbacks import DiscriminatorRegularizer, DiscriminatorStepInputs
 from lightning_advkd.discriminator import MLPDiscriminator
 from lightning_advkd.features import make_adapter
-from lightning_advkd.functional import DataTerm
+from lightning_advkd.functional import GAN_LOSSES, DataTerm, GanLoss
 from lightning_advkd.teacher_student import TeacherStudentModule
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+DiscriminatorFactory = Callable[[int], nn.Module]
+DiscriminatorInput = Literal["features", "logits"]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
 
 
@@ -73,7 +76,9 @@ class AdversarialDistillation(TeacherStudentModule):
     Args:
         teacher: the frozen teacher; kept in eval mode, run without autograd, never given to an optimizer.
         student: the network to train.
-        discriminator: judges feature vectors of the teacher's width; default :class:`MLPDiscriminator`.
+        discriminator: the discriminator, or a factory ``in_features -> nn.Module`` completed with
+            :attr:`discriminator_width` (e.g. ``functools.partial(MLPDiscriminator, spectral_norm=True)``); default
+            :class:`MLPDiscriminator`. A module must accept inputs of :attr:`discriminator_width` features.
         teacher_tap: where the teacher's feature is read (see :mod:`lightning_advkd.features`); default: the input
             of its last ``nn.Linear``.
         student_tap: the same for the student.
@@ -92,6 +97,14 @@ class AdversarialDistillation(TeacherStudentModule):
         feature_weight: weight of a FitNets-style hint, ``MSE(A(f_S), f_T)``, on the adapted student feature the
             discriminator judges (beyond the paper; 0 turns it off).
         adversarial_dropout: drop probability ``p`` of the adversarial samples.
+        discriminator_input: what the discriminator judges: ``"features"`` (the paper's: the teacher's pooled
+            feature against the adapted student feature) or ``"logits"`` (the class probabilities softened at
+            ``kd_temperature``, the input of MEAL-V2's discriminator, here trained in a true min-max). With
+            ``"logits"`` the adversarial samples are the clean student outputs (dropout needs a feature).
+        conditional_discriminator: show the discriminator the teacher's soft prediction for the same sample next to
+            what it judges (``functional.conditioned``), so only per-sample agreement fools it. Label-free.
+        gan_loss: ``"bce"`` (non-saturating, the paper's), ``"hinge"`` or ``"relativistic"`` (relativistic
+            average); see :func:`lightning_advkd.functional.discriminator_loss`.
         perturb_adversarial_term: the student's adversarial term uses the perturbed (default) or the clean feature.
         student_steps: student updates per batch (each with its own forward pass).
         discriminator_steps: discriminator updates per batch (on the batch's last student features).
@@ -135,7 +148,7 @@ class AdversarialDistillation(TeacherStudentModule):
         self,
         teacher: nn.Module | None = None,
         student: nn.Module | None = None,
-        discriminator: nn.Module | None = None,
+        discriminator: nn.Module | DiscriminatorFactory | None = None,
         *,
         teacher_tap: str | None = None,
         student_tap: str | None = None,
@@ -147,6 +160,9 @@ class AdversarialDistillation(TeacherStudentModule):
         feature_weight: float = 0.0,
         kd_temperature: float = 4.0,
         adversarial_dropout: float = 0.5,
+        discriminator_input: DiscriminatorInput = "features",
+        conditional_discriminator: bool = False,
+        gan_loss: GanLoss = "bce",
         perturb_adversarial_term: bool = True,
         student_steps: int = 1,
         discriminator_steps: int = 1,
@@ -170,7 +186,7 @@ class AdversarialDistillation(TeacherStudentModule):
         _check_options(
             {"adversarial_weight": adversarial_weight, "data_weight": data_weight, "feature_weight": feature_weight},
             data_term, adversarial_dropout, student_steps, discriminator_steps, scheduler_interval,
-            grad_clip_algorithm, accumulate_grad_batches, max_student_steps,
+            grad_clip_algorithm, accumulate_grad_batches, max_student_steps, discriminator_input, gan_loss,
         )  # fmt: skip
         super().__init__(
             teacher, student, teacher_tap=teacher_tap, student_tap=student_tap, input_shape=input_shape,
@@ -187,7 +203,8 @@ class AdversarialDistillation(TeacherStudentModule):
         self.automatic_optimization = False
         teacher_width, student_width = self.feature_widths
         self.adapter = make_adapter(student_width, teacher_width)
-        self.discriminator = discriminator if discriminator is not None else MLPDiscriminator(teacher_width)
+        with torch.random.fork_rng(devices=[]):  # the discriminator's size never shifts the student's random stream
+            self.discriminator = _build_discriminator(discriminator, self.discriminator_width)
         self._optimizer_factories = (
             student_optimizer or default_student_optimizer,
             discriminator_optimizer or default_discriminator_optimizer,
@@ -202,7 +219,38 @@ class AdversarialDistillation(TeacherStudentModule):
         self.val_metrics = self._make_metrics("val/", _discriminator_metrics())
         self.test_metrics = self._make_metrics("test/", _discriminator_metrics())
 
+    @property
+    def discriminator_width(self) -> int:
+        """Width of the vectors the discriminator judges (set by ``discriminator_input`` and the conditioning)."""
+        width = self.feature_widths[0] if self.hparams.discriminator_input == "features" else self.num_classes
+        return width + (self.num_classes if self.hparams.conditional_discriminator else 0)
+
     # ------------------------------------------------------------------ forward passes
+
+    def _critic_input(self, features: Tensor, logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        """What the discriminator judges of one network's outputs (see ``discriminator_input``)."""
+        hp = self.hparams
+        judged = features if hp.discriminator_input == "features" else F.softmax(logits / hp.kd_temperature, dim=1)
+        return AF.conditioned(judged, teacher_logits, hp.kd_temperature) if hp.conditional_discriminator else judged
+
+    @torch.no_grad()
+    def features(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """The teacher's and the student's vectors the discriminator judges for a batch, without autograd.
+
+        Args:
+            batch: a batch as the module's loaders give it (a tensor, a tuple or a dict, cached or not).
+
+        Returns:
+            ``(teacher, student)``: with ``discriminator_input="features"`` the teacher's pooled feature and the
+            adapted student feature, ``(N, C_T)`` each (without the conditioning).
+        """
+        inputs, _ = self._split(batch)
+        teacher_features, teacher_logits = self._teacher_outputs(batch, inputs)
+        student = self._student_forward(inputs)
+        if self.hparams.discriminator_input == "features":
+            return teacher_features, student.adapted
+        temperature = self.hparams.kd_temperature
+        return F.softmax(teacher_logits / temperature, dim=1), F.softmax(student.logits / temperature, dim=1)
 
     def _student_forward(self, inputs: Tensor) -> StudentOutputs:
         features, logits = self._student_forward_raw(inputs)
@@ -223,6 +271,11 @@ class AdversarialDistillation(TeacherStudentModule):
     @override
     def on_fit_start(self) -> None:
         self._regularizers = [cb for cb in self.trainer.callbacks if isinstance(cb, DiscriminatorRegularizer)]
+        if self.hparams.gan_loss == "hinge" and any(r.real_target() != 1.0 for r in self._regularizers):
+            raise ValueError(
+                "LabelSmoothing changes the teacher label, which the hinge loss does not have: use gan_loss='bce' "
+                "or 'relativistic' with it, or remove the LabelSmoothing callback"
+            )
         if not self._regularizers:
             rank_zero_info(
                 "lightning_advkd: no discriminator regularizer attached: training the unregularized baseline"
@@ -235,13 +288,13 @@ class AdversarialDistillation(TeacherStudentModule):
         teacher_features, teacher_logits = self._teacher_outputs(batch, inputs)
         student = self._student_forward(inputs)
         if self.hparams.discriminator_first:
-            self._discriminator_updates(teacher_features, student)
+            self._discriminator_updates(teacher_features, teacher_logits, student)
         for repeat in range(self.hparams.student_steps):
             if repeat > 0:
                 student = self._student_forward(inputs)
             self._student_update(student, teacher_features, teacher_logits)
         if not self.hparams.discriminator_first:
-            self._discriminator_updates(teacher_features, student)
+            self._discriminator_updates(teacher_features, teacher_logits, student)
         max_steps = self.hparams.max_student_steps
         if max_steps is not None and self.student_step >= max_steps:
             self.trainer.should_stop = True
@@ -264,8 +317,16 @@ class AdversarialDistillation(TeacherStudentModule):
         hp = self.hparams
         terms: dict[str, Tensor] = {}
         if hp.adversarial_weight > 0:
-            judged = student.perturbed if hp.perturb_adversarial_term else student.adapted
-            terms["adversarial"] = hp.adversarial_weight * AF.generator_loss(self.discriminator(judged))
+            features = student.perturbed if hp.perturb_adversarial_term else student.adapted
+            fake_logits = self.discriminator(self._critic_input(features, student.logits, teacher_logits))
+            real_logits = None
+            if hp.gan_loss == "relativistic":
+                with torch.no_grad():
+                    real_logits = self.discriminator(
+                        self._critic_input(teacher_features, teacher_logits, teacher_logits)
+                    )
+            adversarial = AF.generator_loss(fake_logits, real_logits, hp.gan_loss)
+            terms["adversarial"] = hp.adversarial_weight * adversarial
         if hp.data_weight > 0 and hp.data_term != "none":
             data = AF.logit_matching_loss(student.logits, teacher_logits, hp.data_term, hp.kd_temperature)
             terms["data"] = hp.data_weight * data
@@ -275,8 +336,12 @@ class AdversarialDistillation(TeacherStudentModule):
             raise ValueError("the student loss is empty: adversarial_weight, data_weight and feature_weight are all 0")
         return terms
 
-    def _discriminator_updates(self, teacher_features: Tensor, student: StudentOutputs) -> None:
-        real, fake = teacher_features, student.adapted.detach()
+    def _discriminator_updates(self, teacher_features: Tensor, teacher_logits: Tensor, student: StudentOutputs) -> None:
+        real = self._critic_input(teacher_features, teacher_logits, teacher_logits)
+        fake = self._critic_input(student.adapted.detach(), student.logits.detach(), teacher_logits)
+        perturbed = fake
+        if self.hparams.discriminator_input == "features":
+            perturbed = self._critic_input(student.perturbed.detach(), student.logits.detach(), teacher_logits)
         for regularizer in self._regularizers:
             real, fake = regularizer.transform_inputs(real, fake)
         if any(r.requires_real_grad for r in self._regularizers):
@@ -285,7 +350,7 @@ class AdversarialDistillation(TeacherStudentModule):
         for _ in range(self.hparams.discriminator_steps):
             with self.toggled_optimizer(optimizer):
                 inputs = DiscriminatorStepInputs(
-                    self.discriminator, real, fake, student.perturbed.detach(),
+                    self.discriminator, real, fake, perturbed,
                     self.discriminator(real), self.discriminator(fake),
                 )  # fmt: skip
                 terms = self._discriminator_loss_terms(inputs)
@@ -302,7 +367,9 @@ class AdversarialDistillation(TeacherStudentModule):
 
     def _discriminator_loss_terms(self, inputs: DiscriminatorStepInputs) -> dict[str, Tensor]:
         real_target = min((r.real_target() for r in self._regularizers), default=1.0)
-        terms = {"gan": AF.discriminator_loss(inputs.real_logits, inputs.fake_logits, real_target)}
+        terms = {
+            "gan": AF.discriminator_loss(inputs.real_logits, inputs.fake_logits, real_target, self.hparams.gan_loss)
+        }
         for regularizer in self._regularizers:
             penalty = regularizer.penalty(inputs)
             if penalty is not None:
@@ -418,8 +485,9 @@ class AdversarialDistillation(TeacherStudentModule):
         inputs, labels = self._split(batch)
         teacher_features, teacher_logits = self._teacher_outputs(batch, inputs)
         student = self._student_forward(inputs)
-        real_logits = self.discriminator(teacher_features).squeeze(1)
-        fake_logits = self.discriminator(student.adapted).squeeze(1)
+        real_logits = self.discriminator(self._critic_input(teacher_features, teacher_logits, teacher_logits))
+        fake_logits = self.discriminator(self._critic_input(student.adapted, student.logits, teacher_logits))
+        real_logits, fake_logits = real_logits.squeeze(1), fake_logits.squeeze(1)
         label_free = metrics["label_free"]
         label_free[f"{prefix}d_acc_real"].update(real_logits, torch.ones_like(real_logits))
         label_free[f"{prefix}d_acc_fake"].update(fake_logits, torch.zeros_like(fake_logits))
@@ -471,6 +539,8 @@ def _check_options(
     grad_clip_algorithm: str,
     accumulate_grad_batches: int,
     max_student_steps: int | None,
+    discriminator_input: str,
+    gan_loss: str,
 ) -> None:
     negative = {name: value for name, value in weights.items() if value < 0}
     if negative:
@@ -493,6 +563,31 @@ def _check_options(
         raise ValueError("accumulate_grad_batches > 1 cannot be combined with several updates per batch")
     if max_student_steps is not None and max_student_steps < 1:
         raise ValueError(f"max_student_steps must be >= 1 or None, got {max_student_steps}")
+    if discriminator_input not in ("features", "logits"):
+        raise ValueError(f"discriminator_input must be 'features' or 'logits', got {discriminator_input!r}")
+    if gan_loss not in GAN_LOSSES:
+        raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}")
+
+
+def _build_discriminator(discriminator: nn.Module | DiscriminatorFactory | None, width: int) -> nn.Module:
+    """The discriminator itself, completed from a factory, or the default MLP; its input width is checked."""
+    if discriminator is None:
+        return MLPDiscriminator(width)
+    if not isinstance(discriminator, nn.Module):
+        discriminator = discriminator(width)
+    was_training = discriminator.training
+    try:
+        with torch.no_grad():
+            discriminator.eval()(torch.zeros(2, width))
+    except RuntimeError as err:
+        raise ValueError(
+            f"the discriminator cannot judge vectors of {width} features ({err}). It must take the width of what it "
+            f"judges (AdversarialDistillation.discriminator_width): build it with in_features={width}, or pass a "
+            "factory such as functools.partial(MLPDiscriminator, hidden=...) that the module completes"
+        ) from err
+    finally:
+        discriminator.train(was_training)
+    return discriminator
 
 
 def _discriminator_metrics() -> dict[str, BinaryAccuracy]:

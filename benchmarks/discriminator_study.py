@@ -1,0 +1,582 @@
+"""Does the discriminator help? A paired, validation-selected study of adversarial distillation (protocol v2).
+
+Protocol:
+  * a validation split is carved from the training set (``--val-size`` images, fixed split seed); every choice of
+    recipe, weight and epoch count is made on validation accuracy; the test set is read **once per run**, after the
+    last epoch;
+  * each teacher is trained once with labels on the remaining training images (never on validation or test) and
+    cached; the students of every method train under the same budget (epochs, batch, optimizer, schedule, data);
+  * every adversarial row has a *discriminator-off twin*: the same recipe with ``adversarial_weight=0`` and the same
+    seeds, named ``<row>_twin``. With the adversarial weight at 0 nothing of the discriminator reaches the student
+    (its input, loss, regularizers and optimizer only shape the discriminator), so rows that differ only on the
+    discriminator's side share one twin, run once (``twin_of`` lists the rows it serves; a test checks the claim);
+  * the discriminator's contribution is the paired difference row - twin over seeds: mean, 95 % t-interval and
+    the number of seeds it wins.
+
+Training images are not augmented (every method alike) so that the label-free methods read the teacher's outputs
+from the teacher-output cache; runs are single-threaded and ``--jobs`` of them run side by side.
+
+Each finished run is one JSON line of ``benchmarks/results/<study>/runs.jsonl``; rerunning skips the runs already
+there, so an interrupted study resumes. ``table.md``, ``table.csv`` and ``accuracy.png`` (paired differences) and
+``health.png`` (discriminator accuracy and feature scale over training) are rewritten from ``runs.jsonl``.
+
+Usage:
+  python benchmarks/discriminator_study.py --rows headline --jobs 2          # the headline rows, 10 seeds
+  python benchmarks/discriminator_study.py --rows variants --seeds 0 1 2 3 4 --jobs 2
+  python benchmarks/discriminator_study.py --table-only                      # re-table runs.jsonl
+  python benchmarks/discriminator_study.py --quick                           # a smoke run: minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_advkd import (
+    AdversarialDistillation,
+    AdversarialSamples,
+    MLPDiscriminator,
+    R1Penalty,
+    TeacherOutputCache,
+)
+from lightning_advkd.data import FashionMNISTDataModule
+from lightning_advkd.distillation import KnowledgeDistillation
+from lightning_advkd.models import create_model, load_weights
+from lightning_advkd.supervised import SupervisedClassifier
+
+HERE = Path(__file__).parent
+NUM_CLASSES = 10
+REGULARIZERS = {"r1": R1Penalty, "adversarial_samples": AdversarialSamples}
+# Module options that only shape the discriminator: with adversarial_weight=0 they cannot reach the student.
+DISCRIMINATOR_SIDE = {
+    "adversarial_weight", "adversarial_dropout", "perturb_adversarial_term", "discriminator_input",
+    "conditional_discriminator", "gan_loss", "spectral_norm", "discriminator_lr", "discriminator_steps",
+}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """A teacher-student pair: architectures and the teacher's training budget."""
+
+    teacher: str
+    student: str
+    teacher_epochs: int = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One method: ``kind`` is ``supervised``, ``kd`` (KnowledgeDistillation) or ``anc`` (AdversarialDistillation)."""
+
+    kind: str
+    options: tuple[tuple[str, Any], ...] = ()
+    regularizers: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def adversarial(self) -> bool:
+        return self.kind == "anc" and dict(self.options).get("adversarial_weight", 0.1) > 0
+
+    def twin(self) -> Row:
+        """The discriminator-off twin: adversarial weight 0, no regularizer, discriminator-only options dropped."""
+        options = {k: v for k, v in self.options if k not in DISCRIMINATOR_SIDE}
+        return Row("anc", tuple(sorted({**options, "adversarial_weight": 0.0}.items())))
+
+    def key(self) -> str:
+        text = json.dumps([self.kind, list(self.options), list(self.regularizers)])
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def anc(regularizers: tuple[tuple[str, float], ...] = (("r1", 1.0),), **options: Any) -> Row:
+    """An ANC row: the package defaults (KL data term, adversarial weight 0.1, R1) changed by ``options``."""
+    return Row("anc", tuple(sorted(options.items())), regularizers)
+
+
+PAIRS = {
+    "resnet14-lenet5": Pair("resnet14", "lenet5"),
+    "resnet14-resnet8": Pair("resnet14", "resnet8"),
+}
+ROWS: dict[str, Row] = {
+    "supervised": Row("supervised"),
+    "kd": Row("kd"),
+    "anc_default": anc(),
+    # the paper's recipe, unchanged: L2 on logits, adversarial weight 1, adversarial samples
+    "anc_paper": anc((("adversarial_samples", 1.0),), adversarial_weight=1.0, data_term="l2"),
+    "anc_wadv1": anc(adversarial_weight=1.0),
+    "anc_dlr_low": anc(discriminator_lr=2e-5),
+    "anc_conditional": anc(conditional_discriminator=True),
+    "anc_logits": anc(discriminator_input="logits"),
+    "anc_hinge_sn": anc((), gan_loss="hinge", spectral_norm=True),
+    "anc_relativistic": anc(gan_loss="relativistic"),
+}
+ROW_SETS = {
+    "headline": ["supervised", "kd", "anc_default"],
+    "variants": ["anc_paper", "anc_wadv1", "anc_dlr_low", "anc_conditional", "anc_logits", "anc_hinge_sn",
+                 "anc_relativistic"],
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------------- data and teachers
+
+
+def datasets(args: argparse.Namespace) -> dict[str, TensorDataset]:
+    """Un-augmented, normalised train / validation / test tensors; the split depends only on ``--split-seed``."""
+    data = FashionMNISTDataModule(batch_size=1000, augment=False, val_split=args.val_size, seed=args.split_seed)
+    data.setup("fit")
+    data.setup("test")
+    train = _tensors(data.train_dataloader(), shuffle_free=True)
+    if args.train_size:
+        train = TensorDataset(*(t[: args.train_size] for t in train.tensors))
+    return {"train": train, "val": _tensors(data.val_dataloader()), "test": _tensors(data.test_dataloader())}
+
+
+def _tensors(loader: DataLoader, shuffle_free: bool = False) -> TensorDataset:
+    if shuffle_free:  # the datamodule's train loader shuffles: read the subset in its own order instead
+        loader = DataLoader(loader.dataset, batch_size=1000, shuffle=False)
+    images, labels = zip(*[(x, y) for x, y in loader], strict=True)
+    return TensorDataset(torch.cat(images), torch.cat(labels))
+
+
+def teacher_path(pair: Pair, args: argparse.Namespace) -> Path:
+    recipe = {"arch": pair.teacher, "epochs": pair.teacher_epochs, "lr": 0.1, "batch": 128, "augment": True,
+              "val_size": args.val_size, "split_seed": args.split_seed}  # fmt: skip
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    return args.cache_dir / f"fmnist-teacher-{pair.teacher}-{key}.pt"
+
+
+def train_teacher(pair: Pair, args: argparse.Namespace) -> nn.Module:
+    """Train the teacher with labels on the training split (augmented), once; later calls load it."""
+    teacher = create_model(pair.teacher, num_classes=NUM_CLASSES, in_chans=1)
+    path = teacher_path(pair, args)
+    if path.is_file():
+        load_weights(teacher, path)
+        return teacher.eval()
+    L.seed_everything(0, verbose=False)
+    data = FashionMNISTDataModule(batch_size=128, augment=True, val_split=args.val_size, seed=args.split_seed)
+    module = SupervisedClassifier(teacher, NUM_CLASSES, lr=0.1, milestones=(0.5, 0.75), channels_last=True)
+    start = time.time()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=pair.teacher_epochs, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0,
+        default_root_dir=args.cache_dir,
+    )  # fmt: skip
+    trainer.fit(module, data)
+    print(f"teacher {pair.teacher}: {pair.teacher_epochs} epochs in {time.time() - start:.0f} s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    torch.save(teacher.state_dict(), partial)
+    partial.replace(path)
+    return teacher.eval()
+
+
+def accuracy(model: nn.Module, data: TensorDataset) -> float:
+    with torch.no_grad():
+        predictions = torch.cat([model(x).argmax(1) for x, _ in DataLoader(data, batch_size=1000)])
+    return float((predictions == data.tensors[1]).float().mean())
+
+
+# ---------------------------------------------------------------------- one run
+
+
+class History(Callback):
+    """Per-epoch validation accuracy and discriminator health (accuracy on real / fake, feature scale)."""
+
+    def __init__(self, probe: dict[str, torch.Tensor] | None) -> None:
+        self.probe = probe  # one cached validation batch for the feature-scale statistics
+        self.epochs: list[dict[str, float]] = []
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        record = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/d_"))}
+        if self.probe is not None and isinstance(pl_module, AdversarialDistillation):
+            teacher_features, student_features = pl_module.features(self.probe)
+            record["teacher_feature_norm"] = float(teacher_features.norm(dim=1).mean())
+            record["student_feature_norm"] = float(student_features.norm(dim=1).mean())
+            record["feature_mean_gap"] = float((teacher_features.mean(0) - student_features.mean(0)).norm())
+        self.epochs.append(record)
+
+
+def sgd(params: Any, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+
+
+def cosine(optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+
+
+def build_module(row: Row, teacher: nn.Module, student: nn.Module, args: argparse.Namespace) -> L.LightningModule:
+    optimizer = functools.partial(sgd, lr=args.lr)
+    scheduler = functools.partial(cosine, epochs=args.epochs)
+    if row.kind == "supervised":
+        return SupervisedClassifier(student, NUM_CLASSES, optimizer=optimizer, scheduler=scheduler)
+    if row.kind == "kd":
+        return KnowledgeDistillation(teacher, student, kd_weight=1.0, optimizer=optimizer, scheduler=scheduler)
+    options = dict(row.options)
+    discriminator_lr = options.pop("discriminator_lr", None)
+    if options.pop("spectral_norm", False):
+        options["discriminator"] = functools.partial(MLPDiscriminator, spectral_norm=True)
+    if discriminator_lr is not None:
+        options["discriminator_optimizer"] = functools.partial(
+            torch.optim.Adam, lr=discriminator_lr, betas=(0.5, 0.999)
+        )
+    return AdversarialDistillation(
+        teacher, student, student_optimizer=optimizer, student_scheduler=scheduler, student_grad_clip=args.clip,
+        **options,
+    )  # fmt: skip
+
+
+def run_one(pair_name: str, method: str, row: Row, seed: int, data: dict, args: argparse.Namespace) -> dict:
+    pair = PAIRS[pair_name]
+    teacher = train_teacher(pair, args)
+    L.seed_everything(seed, verbose=False)
+    student = create_model(pair.student, num_classes=NUM_CLASSES, in_chans=1)
+    module = build_module(row, teacher, student, args)
+    cached = row.kind != "supervised"
+    train, val, test = (data[f"{split}_cached" if cached else split] for split in ("train", "val", "test"))
+    probe = next(iter(DataLoader(val, batch_size=1000))) if row.kind == "anc" else None
+    history = History(probe)
+    callbacks = [history, *(REGULARIZERS[name](weight=weight) for name, weight in row.regularizers)]
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=args.epochs, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0, callbacks=callbacks,
+        gradient_clip_val=None if row.kind == "anc" else args.clip, log_every_n_steps=50,
+        default_root_dir=args.out / "lightning",
+    )  # fmt: skip
+    start = time.time()
+    loader = DataLoader(train, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    trainer.fit(module, loader, DataLoader(val, batch_size=1000))
+    seconds = time.time() - start
+    (tested,) = trainer.test(module, DataLoader(test, batch_size=1000), verbose=False)
+    metric = "acc" if row.kind == "supervised" else "student_acc"
+    last = history.epochs[-1]
+    return {
+        "pair": pair_name, "method": method, "seed": seed, "epochs": args.epochs, "train_size": len(train),
+        "val_size": len(val), "augment": False, "adversarial": row.adversarial, "row_key": row.key(),
+        "val_acc": last[f"val/{metric}"], "test_acc": tested[f"test/{metric}"],
+        "d_acc": _d_acc(last), "d_acc_real": last.get("val/d_acc_real"), "d_acc_fake": last.get("val/d_acc_fake"),
+        "teacher": pair.teacher, "student": pair.student, "lr": args.lr, "clip": args.clip,
+        "recipe": {"kind": row.kind, "options": dict(row.options), "regularizers": dict(row.regularizers)},
+        "seconds": seconds, "history": history.epochs,
+    }  # fmt: skip
+
+
+def _d_acc(record: dict[str, float]) -> float | None:
+    if "val/d_acc_real" not in record:
+        return None
+    return (record["val/d_acc_real"] + record["val/d_acc_fake"]) / 2
+
+
+# ---------------------------------------------------------------------- the plan and its execution
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, str, Row, int, list[str]]]:
+    """Every (pair, method, row, seed, twin_of) the arguments ask for, twins included and shared where identical."""
+    runs: dict[tuple[str, str, int], tuple[str, str, Row, int, list[str]]] = {}
+    for pair in args.pairs:
+        for name in args.rows:
+            row = ROWS[name]
+            for seed in args.seeds:
+                runs.setdefault((pair, row.key(), seed), (pair, name, row, seed, []))
+                if row.kind == "anc" and row.adversarial:
+                    twin = row.twin()
+                    entry = runs.setdefault((pair, twin.key(), seed), (pair, f"{name}_twin", twin, seed, []))
+                    entry[4].append(name)
+    return list(runs.values())
+
+
+def load_runs(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
+def append_run(path: Path, result: dict) -> None:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(json.dumps(result) + "\n")
+
+
+def build_caches(teacher: nn.Module, data: dict, args: argparse.Namespace) -> dict:
+    cached = {f"{split}_cached": TeacherOutputCache(data[split], teacher, cache_dir=args.cache_dir / "outputs",
+                                                    batch_size=1000) for split in ("train", "val", "test")}  # fmt: skip
+    return {**data, **cached}
+
+
+def work(args: argparse.Namespace, worker: int, workers: int) -> None:
+    """Run this worker's share of the pending runs, appending each result as it finishes."""
+    torch.set_num_threads(args.threads)
+    data = datasets(args)
+    runs_file = args.out / "runs.jsonl"
+    done = {(r["pair"], r["row_key"], r["seed"]) for r in load_runs(runs_file) if r["epochs"] == args.epochs}
+    pending = [p for p in plan(args) if (p[0], p[2].key(), p[3]) not in done]
+    caches: dict[str, dict] = {}
+    for pair, method, row, seed, twin_of in pending[worker::workers]:
+        if pair not in caches:
+            caches[pair] = build_caches(train_teacher(PAIRS[pair], args), data, args)
+        result = run_one(pair, method, row, seed, caches[pair], args)
+        result["twin_of"] = twin_of
+        append_run(runs_file, result)
+        print(f"[{worker}] {pair} {method:>22} seed {seed}: val {100 * result['val_acc']:.2f} test "
+              f"{100 * result['test_acc']:.2f} ({result['seconds']:.0f} s)", flush=True)  # fmt: skip
+
+
+def launch(args: argparse.Namespace, argv: list[str]) -> None:
+    """Train the teachers and build the output caches once, then run ``--jobs`` single-threaded workers."""
+    torch.set_num_threads(max(args.threads, args.jobs))
+    data = datasets(args)
+    for pair in args.pairs:
+        teacher = train_teacher(PAIRS[pair], args)
+        build_caches(teacher, data, args)
+        print(f"teacher {PAIRS[pair].teacher}: val {100 * accuracy(teacher, data['val']):.2f} %", flush=True)
+    if args.teachers_only:
+        return
+    if args.jobs == 1:
+        work(args, 0, 1)
+        return
+    workers = [
+        subprocess.Popen([sys.executable, __file__, *argv, "--worker", f"{i}/{args.jobs}"]) for i in range(args.jobs)
+    ]
+    codes = [w.wait() for w in workers]
+    if any(codes):
+        raise SystemExit(f"a worker failed: exit codes {codes}")
+
+
+# ---------------------------------------------------------------------- tables and plots
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval half-width of ``values`` (half-width nan for fewer than 2 values)."""
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, math.nan, statistics.pstdev(values)
+    from scipy import stats
+
+    std = statistics.stdev(values)
+    return mean, float(stats.t.ppf(0.975, len(values) - 1)) * std / math.sqrt(len(values)), std
+
+
+def paired(runs: list[dict], pair: str, method: str, other: str, key: str = "test_acc") -> dict | None:
+    """Paired difference ``method - other`` over the seeds both have, in points."""
+    a = {r["seed"]: r[key] for r in runs if r["pair"] == pair and r["method"] == method}
+    b = {r["seed"]: r[key] for r in runs if r["pair"] == pair and r["method"] == other}
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    diffs = [100 * (a[s] - b[s]) for s in seeds]
+    mean, half, _ = mean_ci(diffs)
+    return {"n": len(seeds), "mean": mean, "low": mean - half, "high": mean + half,
+            "wins": sum(d > 0 for d in diffs)}  # fmt: skip
+
+
+def twin_name(runs: list[dict], pair: str, method: str) -> str | None:
+    for r in runs:
+        if r["pair"] == pair and method in r.get("twin_of", []):
+            return r["method"]
+    return None
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    rows = []
+    order = {name: i for i, name in enumerate(ROWS)}
+    methods = sorted(
+        {(r["pair"], r["method"]) for r in runs},
+        key=lambda pm: (pm[0], order.get(pm[1].removesuffix("_twin"), 99), pm[1].endswith("_twin")),
+    )
+    for pair, method in methods:
+        chosen = [r for r in runs if r["pair"] == pair and r["method"] == method]
+        test = [100 * r["test_acc"] for r in chosen]
+        val = [100 * r["val_acc"] for r in chosen]
+        test_mean, _, test_std = mean_ci(test)
+        d_accs = [r["d_acc"] for r in chosen if r.get("d_acc") is not None]
+        twin = twin_name(runs, pair, method)
+        row = {
+            "pair": pair, "method": method, "seeds": len(chosen), "train_size": chosen[0]["train_size"],
+            "epochs": chosen[0]["epochs"], "val_mean": statistics.mean(val), "test_mean": test_mean,
+            "test_std": test_std, "test_worst": min(test), "d_acc": statistics.mean(d_accs) if d_accs else None,
+            "minutes": statistics.mean(r["seconds"] for r in chosen) / 60, "twin": twin,
+        }  # fmt: skip
+        for label, other in (("twin", twin), ("kd", "kd")):
+            diff = paired(runs, pair, method, other) if other and other != method else None
+            val_diff = paired(runs, pair, method, other, "val_acc") if other and other != method else None
+            row[f"vs_{label}"] = diff
+            row[f"val_vs_{label}"] = val_diff
+        rows.append(row)
+    return rows
+
+
+def _fmt_diff(diff: dict | None) -> str:
+    if diff is None:
+        return ""
+    interval = "" if math.isnan(diff["low"]) else f" [{diff['low']:+.2f}, {diff['high']:+.2f}]"
+    return f"{diff['mean']:+.2f}{interval} ({diff['wins']}/{diff['n']})"
+
+
+def write_outputs(runs: list[dict], args: argparse.Namespace, teachers: dict[str, float]) -> None:
+    rows = summarize(runs)
+    with (args.out / "table.csv").open("w", newline="") as handle:
+        fields = ["pair", "method", "seeds", "train_size", "epochs", "val_mean", "test_mean", "test_std",
+                  "test_worst", "d_acc", "minutes", "twin", "vs_twin", "vs_kd", "val_vs_twin", "val_vs_kd"]  # fmt: skip
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, **{k: _fmt_diff(row[k]) for k in fields if k.startswith(("vs_", "val_vs_"))}})
+    lines = [
+        f"# Does the discriminator help? ({args.out.name})", "",
+        f"Command: `{' '.join(['python', 'benchmarks/discriminator_study.py', *args.argv])}`  ",
+        f"{len(runs)} runs of `runs.jsonl`, {sum(r['seconds'] for r in runs) / 3600:.1f} h of single-threaded "
+        f"training. Fashion-MNIST: {args.val_size:,} validation images carved from the training set (split seed "
+        f"{args.split_seed}), test set read once per run after the last epoch; students: SGD lr {args.lr} momentum "
+        f"0.9 wd 5e-4, cosine, batch 128, gradient norm clipped at {args.clip}, no augmentation.", "",
+        "Teachers (test accuracy): " + ", ".join(f"{name} {acc:.2f} %" for name, acc in teachers.items()) + ".", "",
+        "Accuracies in %, last epoch. Paired differences in points: mean [95 % t-interval] (seeds won / seeds). "
+        "`vs twin` is the discriminator's contribution: the row minus the same recipe with adversarial weight 0.",
+        "",
+        "| pair | method | seeds | train images | epochs | val | test (mean +- std) | worst | D acc (val) "
+        "| test vs twin | test vs KD | val vs twin | min/run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in rows:
+        d_acc = "" if r["d_acc"] is None else f"{r['d_acc']:.3f}"
+        lines.append(
+            f"| {r['pair']} | {r['method']} | {r['seeds']} | {r['train_size']:,} | {r['epochs']} | {r['val_mean']:.2f} "
+            f"| {r['test_mean']:.2f} +- {r['test_std']:.2f} | {r['test_worst']:.2f} | {d_acc} "
+            f"| {_fmt_diff(r['vs_twin'])} | {_fmt_diff(r['vs_kd'])} | {_fmt_diff(r['val_vs_twin'])} "
+            f"| {r['minutes']:.1f} |"
+        )
+    (args.out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot_differences(rows, args.out / "accuracy.png")
+    plot_health(runs, args.out / "health.png")
+
+
+def plot_differences(rows: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r["vs_twin"] is not None]
+    if not shown:
+        return
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.4 * len(shown)))
+    labels = [f"{r['pair']}: {r['method']}" for r in shown]
+    means = [r["vs_twin"]["mean"] for r in shown]
+    errors = [0 if math.isnan(r["vs_twin"]["low"]) else r["vs_twin"]["mean"] - r["vs_twin"]["low"] for r in shown]
+    ax.barh(labels, means, xerr=errors, capsize=3, color=["tab:green" if m > 0 else "tab:red" for m in means])
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("test accuracy, row - its discriminator-off twin (points, 95 % CI)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_health(runs: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    adversarial = [r for r in runs if r.get("adversarial") and r["history"] and "val/d_acc_real" in r["history"][0]]
+    if not adversarial:
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for pair, method in sorted({(r["pair"], r["method"]) for r in adversarial}):
+        chosen = [r["history"] for r in adversarial if r["pair"] == pair and r["method"] == method]
+        epochs = range(1, len(chosen[0]) + 1)
+        label = f"{pair}: {method}"
+
+        def curve(key: str, histories: list = chosen) -> list[float]:
+            return [statistics.mean(h[e].get(key, math.nan) for h in histories) for e in range(len(histories[0]))]
+
+        real, fake = curve("val/d_acc_real"), curve("val/d_acc_fake")
+        axes[0].plot(epochs, [(a + b) / 2 for a, b in zip(real, fake, strict=True)], label=label)
+        axes[1].plot(epochs, curve("student_feature_norm"), label=label)
+        axes[2].plot(epochs, curve("feature_mean_gap"), label=label)
+    teacher_norm = statistics.mean(r["history"][-1].get("teacher_feature_norm", math.nan) for r in adversarial)
+    axes[1].axhline(teacher_norm, color="black", linestyle="--", label="teacher (mean over pairs)")
+    axes[0].set_ylabel("discriminator accuracy (val, real and fake averaged)")
+    axes[1].set_ylabel("mean L2 norm of the student feature D judges")
+    axes[2].set_ylabel("|| mean teacher feature - mean student feature ||")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", default="discriminator_study", help="results go to benchmarks/results/<study>")
+    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--rows", nargs="+", default=ROW_SETS["headline"],
+                        help=f"row names ({', '.join(ROWS)}) or sets ({', '.join(ROW_SETS)})")  # fmt: skip
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--train-size", type=int, default=0, help="use only the first N training images (0: all)")
+    parser.add_argument("--val-size", type=int, default=5000)
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--clip", type=float, default=5.0, help="student gradient-norm clipping, every method")
+    parser.add_argument("--jobs", type=int, default=2, help="single-threaded worker processes side by side")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("--teachers-only", action="store_true", help="train the teachers and build the caches only")
+    parser.add_argument("--table-only", action="store_true", help="train nothing: table runs.jsonl")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 epochs, 4,000 training images")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "lightning_advkd" / "benchmarks")
+    args = parser.parse_args(argv)
+    args.rows = [name for item in args.rows for name in ROW_SETS.get(item, [item])]
+    unknown = sorted(set(args.rows) - set(ROWS))
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {list(ROWS)} or the sets {list(ROW_SETS)}")
+    if args.quick:
+        args.seeds, args.epochs, args.train_size = [0], 2, 4000
+        args.study = f"{args.study}_quick"
+    args.out = HERE / "results" / args.study
+    args.argv = argv
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.worker is not None:
+        index, count = (int(n) for n in args.worker.split("/"))
+        work(args, index, count)
+        return
+    if not args.table_only:
+        launch(args, argv)
+    if args.teachers_only:
+        return
+    runs = load_runs(args.out / "runs.jsonl")
+    if not runs:
+        print("no runs yet")
+        return
+    data = datasets(args)
+    teachers = {}
+    for pair in sorted({r["pair"] for r in runs}):
+        path = teacher_path(PAIRS[pair], args)
+        if path.is_file():
+            teachers[PAIRS[pair].teacher] = 100 * accuracy(train_teacher(PAIRS[pair], args), data["test"])
+    write_outputs(runs, args, teachers)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
