@@ -1,14 +1,16 @@
 """CIFAR-10 and CIFAR-100 datamodules over the python-pickle release (``cifar-10-batches-py/``, ``cifar-100-python/``).
 
-The batches are read by :class:`CIFARPickleDataset`, not by ``torchvision.datasets.CIFAR10/100``: torchvision refuses
-any file whose MD5 differs from the official archive's, which rules out subsets, re-packed copies and the small fake
-batches the tests write, while the format itself is all the loader needs. The real download works the same way; pass
-``verify_integrity=True`` to check it against the official MD5s (taken from torchvision, about 1 s), and
-``download=True`` to let torchvision fetch, verify and extract the archive (needs internet).
+The batches are read by :class:`CIFARPickleDataset` with a restricted unpickler (only the dicts, lists, strings and
+numpy arrays of the real format: a crafted file runs no code), not by ``torchvision.datasets.CIFAR10/100``:
+torchvision refuses any file whose MD5 differs from the official archive's, which rules out subsets, re-packed copies
+and the small fake batches the tests write, while the format itself is all the loader needs. The real download works
+the same way; pass ``verify_integrity=True`` to check it against the official MD5s (taken from torchvision, about
+1 s), and ``download=True`` to let torchvision fetch, verify and extract the archive (needs internet).
 """
 
 from __future__ import annotations
 
+import codecs
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,43 @@ from lightning_advkd.data._base import ImageClassificationDataModule, Transform
 from lightning_advkd.data.tensor_transforms import TensorImageTransform
 
 _CIFAR_PIXELS = 3 * 32 * 32
+
+try:  # numpy >= 2
+    from numpy._core import multiarray as _np_multiarray
+    from numpy._core import numeric as _np_numeric
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as _np_multiarray  # type: ignore[no-redef]
+    from numpy.core import numeric as _np_numeric  # type: ignore[no-redef]
+
+# Everything a CIFAR python batch names when unpickled: numpy arrays (the official files: ndarray + _reconstruct +
+# dtype; Python 3 re-packs with protocol 5: _frombuffer), and Python 3 bytes pickled with protocol 2
+# (_codecs.encode). Both numpy module spellings, since a pickle names the module of the numpy that wrote it.
+_CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+for _module in ("numpy.core", "numpy._core"):
+    _CIFAR_GLOBALS[(f"{_module}.multiarray", "_reconstruct")] = _np_multiarray._reconstruct
+    if hasattr(_np_numeric, "_frombuffer"):
+        _CIFAR_GLOBALS[(f"{_module}.numeric", "_frombuffer")] = _np_numeric._frombuffer
+
+
+class _CIFARUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, str/bytes, numbers and numpy arrays only; any other global is refused, not imported.
+
+    A pickle can name any importable callable and call it (``os.system``...): the files are data, so nothing else
+    may run.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refused to load {module}.{name}: a CIFAR batch holds only dicts, lists, strings and numpy arrays "
+                "(a crafted pickle can run code, so nothing else is unpickled)"
+            ) from None
 
 
 class CIFARPickleDataset(Dataset):
@@ -41,7 +80,9 @@ class CIFARPickleDataset(Dataset):
 
     Raises:
         FileNotFoundError: When a file of the split is missing.
-        ValueError: When a pickle lacks the keys, has rows that are not 3072 bytes, or labels out of range.
+        ValueError: When a pickle is unreadable or names anything but dicts, lists, strings and numpy arrays (a crafted
+            file is refused before any of its code runs), lacks the keys, has rows that are not 3072 bytes, or labels
+            out of range; the message names the file.
     """
 
     def __init__(
@@ -86,9 +127,12 @@ def _load_pickle(path: Path) -> dict[str, Any]:
     # those and as bytes from pickles written by Python 3 with bytes keys: normalize to str.
     with open(path, "rb") as f:
         try:
-            obj = pickle.load(f, encoding="latin1")
+            obj = _CIFARUnpickler(f, encoding="latin1").load()
         except Exception as err:
-            raise ValueError(f"{path} is not a readable CIFAR python pickle ({type(err).__name__}: {err})") from err
+            raise ValueError(
+                f"{path} is not a readable CIFAR python pickle ({type(err).__name__}: {err}); re-extract the official "
+                "archive there, or pass download=True"
+            ) from err
     if not isinstance(obj, dict):
         raise ValueError(f"{path} should hold a dict, got {type(obj).__name__}")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["CheckpointMismatchError", "LoadedWeights", "load_weights"]
+__all__ = ["CheckpointMismatchError", "LoadedWeights", "load_weights", "read_checkpoint"]
 
 # Keys under which checkpoint dicts keep the weights: Lightning ("state_dict"), torchvision's and many research
 # repos' training scripts ("model").
@@ -88,11 +88,11 @@ def load_weights(
     keys with the right shapes (fewest left-over keys on a tie); ``""`` means the keys are used as they are. Keys
     outside the prefix (other networks of a LightningModule, optimizer-free extras) are ignored.
 
-    Files are read with ``torch.load(weights_only=True)``. A whole saved module, or a Lightning checkpoint whose
-    hyper-parameters hold an OmegaConf (Hydra) config, cannot be read that way: when the only objects blocking it are
-    ``nn.Module`` classes already imported in this process and plain config types, exactly those are allowed and the
-    file is read again, still with ``weights_only=True`` (see ``_read``). Anything else is refused unless
-    ``weights_only=False``.
+    Files are read by :func:`read_checkpoint`, always with ``torch.load(weights_only=True)``: no code of the file's
+    choosing ever runs. A whole saved module, or a Lightning checkpoint whose hyper-parameters hold an OmegaConf (Hydra)
+    config, names classes ``weights_only=True`` refuses by default: when the only ones are ``nn.Module`` classes already
+    imported in this process and plain config types, exactly those are allowed. Anything else is refused with a
+    message naming the file and the fix.
 
     Args:
         model: The model to fill.
@@ -100,9 +100,10 @@ def load_weights(
         prefix: Prefix of the model's keys in the checkpoint (``"student."``; the trailing dot may be omitted;
             ``""`` for none). Auto-detected if ``None``.
         strict: Require the checkpoint to provide exactly the model's keys. Shape mismatches always raise.
-        weights_only: ``None`` (default) reads weights safely and allows saved modules and configs as described
-            above; ``True`` is plain ``torch.load(weights_only=True)``; ``False`` unpickles anything: only for files
-            you trust, since unpickling can run arbitrary code.
+        weights_only: ``None`` (default) allows saved modules and configs as described above; ``True`` is plain
+            ``torch.load(weights_only=True)``. ``False`` is refused: unpickling a file can run arbitrary code, so this
+            package never does it. For a file you trust, call ``torch.load(path, weights_only=False)`` yourself and
+            pass the loaded object.
 
     Returns:
         The prefix used and the keys that were missing or unexpected (non-empty only with ``strict=False``).
@@ -112,7 +113,8 @@ def load_weights(
             lists the first offending keys of each kind with counts and the prefix tried.
         ValueError: If the prefix is ambiguous (the checkpoint holds several networks that fit the model), or the
             checkpoint holds no recognisable weights.
-        pickle.UnpicklingError: If the file needs unsafe unpickling and ``weights_only`` is not ``False``.
+        pickle.UnpicklingError: If the file needs unsafe unpickling; the message names the file and the fix.
+        FileNotFoundError: If the path is not a file.
 
     Example:
         >>> import torch
@@ -123,7 +125,8 @@ def load_weights(
         'student.'
     """
     source = f"Checkpoint {str(checkpoint)!r}" if isinstance(checkpoint, str | Path) else "The given checkpoint"
-    loaded = _read(Path(checkpoint), weights_only) if isinstance(checkpoint, str | Path) else checkpoint
+    is_path = isinstance(checkpoint, str | Path)
+    loaded = read_checkpoint(checkpoint, weights_only=weights_only) if is_path else checkpoint
     state, kind = _extract_state_dict(loaded, source)
 
     model_state = model.state_dict()
@@ -150,35 +153,75 @@ def load_weights(
     return LoadedWeights(prefix=prefix, missing_keys=missing, unexpected_keys=unexpected)
 
 
-def _read(path: Path, weights_only: bool | None) -> Any:
+def read_checkpoint(path: str | Path, *, weights_only: bool | None = None) -> Any:
+    """Load a checkpoint file on the CPU with ``torch.load(weights_only=True)``; no code from the file can run.
+
+    Args:
+        path: The file.
+        weights_only: ``None`` (default) also allows the classes a whole saved module or a Hydra config in the
+            hyper-parameters names, when they are ``nn.Module`` classes already imported here or plain config types
+            (see :func:`load_weights`); ``True`` allows nothing beyond ``torch.load``'s own list. ``False`` is refused.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        ValueError: If ``weights_only=False``, or the file is damaged (truncated, empty, not a torch checkpoint); the
+            message names the file.
+        pickle.UnpicklingError: If the file names classes that may not be unpickled; the message names the file, the
+            classes and the fix.
+    """
+    path = Path(path)
+    if weights_only is False:
+        raise ValueError(
+            f"weights_only=False is refused for {str(path)!r}: unpickling a file can run arbitrary code, so "
+            "lightning_advkd never does it. If you trust the file, load it yourself with torch.load(path, "
+            "weights_only=False) and pass the loaded object instead of the path."
+        )
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file {str(path)!r} does not exist.")
-    if weights_only is False:
-        return torch.load(path, map_location="cpu", weights_only=False)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        blocked = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        if weights_only or not blocked:
-            raise
-        allowed = [_allowed_global(name) for name in blocked]
-        refused = [name for name, obj in zip(blocked, allowed, strict=True) if obj is None]
-        if refused:
-            raise pickle.UnpicklingError(
-                f"Checkpoint {str(path)!r} cannot be read with torch.load(weights_only=True): it references "
-                f"{refused}, which are neither nn.Module classes imported in this process nor config types we allow. "
-                "Import the module that defines them, re-save the state_dict, or pass weights_only=False if you trust "
-                "the file (unpickling can run arbitrary code)."
-            ) from err
+        first_error: Exception = err
+    except Exception as err:  # (torch's errors for damaged files name no file: add it)
+        raise _damaged(path, err) from err
+    blocked = _unsafe_globals(path)
+    refused = blocked if weights_only else [name for name in blocked if _allowed_global(name) is None]
+    if refused or not blocked:
+        raise pickle.UnpicklingError(
+            f"Checkpoint {str(path)!r} cannot be read safely with torch.load(weights_only=True): it references "
+            f"{refused or 'objects torch refuses'}, which are neither nn.Module classes imported in this process nor "
+            "config types we allow (a crafted file can run code when unpickled, so it was not). Re-save the weights "
+            "as a plain state_dict (torch.save(model.state_dict(), path)), or import the module that defines those "
+            f"classes first. torch said: {first_error}"
+        ) from first_error
     # Two kinds of files get here. A whole saved module (torch.save(model)) names the model's classes, which
     # weights_only=True refuses unless told about them; and a Lightning checkpoint whose hyper-parameters hold a Hydra
-    # (OmegaConf) config names the config classes. Rather than unpickling everything (weights_only=False runs whatever
-    # the file says), allow exactly the globals the file names, after checking each one: an nn.Module subclass already
-    # imported in this process (resolving its name never imports, so the file cannot trigger an import side effect),
-    # or a fixed list of plain data types. A file can call an allowed class with arguments of its choosing, which for
-    # an nn.Module runs its __init__: code that is installed and imported here, not code from the file.
-    with torch.serialization.safe_globals(allowed):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    # (OmegaConf) config names the config classes. Allow exactly the globals the file names, after checking each one:
+    # an nn.Module subclass already imported in this process (resolving its name never imports, so the file cannot
+    # trigger an import side effect), or a fixed list of plain data types. The weights-only unpickler rebuilds an
+    # allowed class with __new__ and __setstate__: no __init__, nothing of the file's choosing runs.
+    with torch.serialization.safe_globals([_allowed_global(name) for name in blocked]):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise
+        except Exception as err:
+            raise _damaged(path, err) from err
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The globals a zip checkpoint names beyond torch's safe list; ``[]`` if they cannot be listed (legacy format)."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # a pre-zip (legacy) or non-torch pickle: refused as a whole below
+        return []
+
+
+def _damaged(path: Path, err: Exception) -> ValueError:
+    return ValueError(
+        f"Checkpoint {str(path)!r} is damaged or not a torch checkpoint ({type(err).__name__}: {err}). If it was cut "
+        "short by a crash or a full disk, use an earlier checkpoint or recreate this one."
+    )
 
 
 def _allowed_global(qualified_name: str) -> Any:

@@ -136,6 +136,35 @@ def test_malformed_batches_fail_with_the_file_name(cifar10_root) -> None:
         CIFAR10DataModule(cifar10_root).setup("fit")
 
 
+class _CreatesFile:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_crafted_pickle_runs_no_code_and_names_the_file(cifar10_root, tmp_path, protocol) -> None:
+    marker = tmp_path / "code-ran"
+    path = cifar10_root / "cifar-10-batches-py" / "data_batch_3"
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"x": _CreatesFile(marker)}
+    path.write_bytes(pickle.dumps(batch, protocol=protocol))
+    with pytest.raises(ValueError, match=r"data_batch_3 is not a readable CIFAR python pickle.*refused to load"):
+        CIFAR10DataModule(cifar10_root).setup("fit")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_python3_pickles_of_every_protocol_load(cifar10_root, protocol) -> None:
+    path = cifar10_root / "cifar-10-batches-py" / "data_batch_3"
+    data = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
+    path.write_bytes(pickle.dumps({b"data": data, b"labels": np.array([4, 5]), b"batch_label": b"x"}, protocol))
+    dm = CIFAR10DataModule(cifar10_root)
+    dm.setup("fit")
+    assert len(dm.train_set) == 34 and torch.equal(dm._train_base.data[16].flatten(), torch.from_numpy(data[0]))
+
+
 def test_download_goes_through_torchvision_into_data_dir(tmp_path, monkeypatch) -> None:
     """``download=True`` asks torchvision for both splits with ``root=data_dir``; the result is then read as usual."""
     calls = []

@@ -150,19 +150,37 @@ class _Payload:
 
 def test_file_with_arbitrary_code_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     torch.save({"state_dict": _randomised().state_dict(), "payload": _Payload()}, tmp_path / "evil.ckpt")
-    with pytest.raises(pickle.UnpicklingError, match=r"builtins\.print.*weights_only=False"):
+    with pytest.raises(pickle.UnpicklingError, match=r"evil\.ckpt.*builtins\.print.*state_dict"):
         load_weights(create_model("resnet8"), tmp_path / "evil.ckpt")
     assert "this must never run" not in capsys.readouterr().out
 
 
-def test_saved_module_needs_the_default_mode(tmp_path: Path) -> None:
+def test_unsafe_unpickling_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    torch.save(_randomised().state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match=r"plain\.pt.*torch\.load\(path, weights_only=False\) and pass the loaded"):
+        load_weights(create_model("resnet8"), tmp_path / "plain.pt", weights_only=False)
+
+
+def test_saved_module_of_an_imported_class_loads_safely(tmp_path: Path) -> None:
     source = _randomised()
     torch.save(source, tmp_path / "module.pt")
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(pickle.UnpicklingError, match=r"module\.pt.*torch\.save\(model\.state_dict\(\), path\)"):
         load_weights(create_model("resnet8"), tmp_path / "module.pt", weights_only=True)
     target = create_model("resnet8")
-    load_weights(target, tmp_path / "module.pt", weights_only=False)
+    load_weights(target, tmp_path / "module.pt")  # weights_only=True with the model's classes allowed
     _assert_same_weights(source, target)
+    # Once loaded, a module object is accepted as it is.
+    again = create_model("resnet8")
+    load_weights(again, source)
+    _assert_same_weights(source, again)
+
+
+@pytest.mark.parametrize("size", [0, 100, 2000])
+def test_truncated_file_names_the_file(tmp_path: Path, size: int) -> None:
+    torch.save(_randomised().state_dict(), tmp_path / "whole.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:size])
+    with pytest.raises(ValueError, match=r"cut\.pt' is damaged or not a torch checkpoint"):
+        load_weights(create_model("resnet8"), tmp_path / "cut.pt")
 
 
 def test_shape_mismatch_names_the_keys(tmp_path: Path) -> None:
