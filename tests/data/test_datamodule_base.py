@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_advkd.data import DATAMODULES, FashionMNISTDataModule, ImageClassificationDataModule
-from lightning_advkd.data._base import seeded_split, split_size
+from lightning_advkd.data._base import AugmentedViews, ViewSampler, seeded_split, split_size
 
 
 def first_batch(dm: ImageClassificationDataModule) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,3 +129,64 @@ def test_loader_options(fmnist_dir) -> None:
     assert val.batch_size == 7 and not val.drop_last and len(val.dataset) == 30
     assert test.batch_size == 7
     assert all(len(x) == 32 for x, _ in train)
+
+
+def test_view_sampler_cycles_views_and_follows_set_epoch() -> None:
+    sampler = ViewSampler(range(3), num_views=2)
+    assert [sorted({view for view, _ in sampler}) for _ in range(3)] == [[0], [1], [0]]  # counts passes itself
+    sampler.set_epoch(5)
+    assert {view for view, _ in sampler} == {1} and [i for _, i in sampler] == [0, 1, 2]
+    unbounded = ViewSampler(range(2))
+    assert [{view for view, _ in unbounded} for _ in range(3)] == [{0}, {1}, {2}]
+    with pytest.raises(ValueError, match="num_views must be >= 1"):
+        ViewSampler(range(3), num_views=0)
+
+
+def test_views_are_read_by_view_and_index_only() -> None:
+    from lightning_advkd.data import TensorImageTransform
+
+    images = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    views = AugmentedViews(images, torch.arange(6), TensorImageTransform([0.5], [0.5], padding=2), num_views=3, seed=4)
+    batch = views.__getitems__([(1, 4), (0, 2), (1, 0)])
+    assert [label for _, label in batch] == [4, 2, 0]
+    assert torch.equal(batch[0][0], views[1, 4][0]) and torch.equal(batch[1][0], views[0, 2][0])
+    assert not torch.equal(views[1, 4][0], views[2, 4][0])
+    with pytest.raises(TypeError, match="ViewSampler"):
+        views[3]
+    with pytest.raises(IndexError, match="view 3 out of range"):
+        views[3, 0]
+
+
+class RecordingViews(torch.utils.data.Dataset):
+    def __init__(self, views: AugmentedViews) -> None:
+        self.views, self.num_views, self.items = views, views.num_views, []
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitems__(self, items):
+        self.items.append(list(items))
+        return self.views.__getitems__(items)
+
+
+def test_num_views_trains_on_views_in_the_usual_order(fmnist_dir) -> None:
+    plain = FashionMNISTDataModule(fmnist_dir, batch_size=16, val_split=10, seed=3)
+    viewed = FashionMNISTDataModule(fmnist_dir, batch_size=16, val_split=10, seed=3, num_views=2)
+    viewed.setup("fit")
+    views = viewed.train_views
+    assert isinstance(views, AugmentedViews) and (views.num_views, views.seed, len(views)) == (2, 3, 90)
+    viewed.train_views = recorder = RecordingViews(views)  # what the app does with a cache of the same views
+    loader, plain_loader = viewed.train_dataloader(), plain.train_dataloader()
+    for epoch in range(3):
+        recorder.items.clear()
+        batches = list(loader)
+        assert {view for batch in recorder.items for view, _ in batch} == {epoch % 2}  # views 0, 1, then 0 again
+        labels = torch.cat([y for _, y in batches])
+        assert torch.equal(labels, torch.cat([y for _, y in plain_loader]))  # the usual shuffled order
+        expected = [views.__getitems__(items) for items in recorder.items]
+        assert all(
+            torch.equal(x, torch.stack([image for image, _ in samples]))
+            for (x, _), samples in zip(batches, expected, strict=True)
+        )
+    with pytest.raises(ValueError, match="num_views must be >= 1"):
+        FashionMNISTDataModule(fmnist_dir, num_views=0)
