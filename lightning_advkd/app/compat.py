@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_advkd.models import is_model
+from hydra.utils import get_object
 
-METHOD_KINDS = ("adversarial", "distillation", "supervised")
+from lightning_advkd.models import is_model
+from lightning_advkd.supervised import SupervisedClassifier
 
 
 class IncompatibleConfigError(ValueError):
@@ -59,7 +60,7 @@ def check_compatibility(
         pair: The resolved ``pair`` config node (``name``, ``input_size``, ``num_classes``, ``teacher``, ``student``,
             ``attention_pairs``).
         dataset: What the dataset yields.
-        method: The resolved ``method`` config node (``name``, ``kind``).
+        method: The resolved ``method`` config node (``name``, ``module``: the module's ``_target_`` node).
         task: ``distill``, ``teacher`` or ``evaluate``.
         other_pairs: Input sizes of the other pair configs, by name, to suggest the ones that fit the dataset.
 
@@ -70,7 +71,7 @@ def check_compatibility(
         >>> fmnist = DatasetShape("fashion_mnist", 1, 28, 10)
         >>> pair = {"name": "resnet164_resnet20", "input_size": [3, 32, 32], "teacher": {}, "student": {}}
         >>> try:
-        ...     check_compatibility(pair, fmnist, {"name": "anc", "kind": "adversarial"}, "distill")
+        ...     check_compatibility(pair, fmnist, {"name": "anc", "module": {}}, "distill")
         ... except IncompatibleConfigError as err:
         ...     print(err)
         pair 'resnet164_resnet20' does not fit dataset 'fashion_mnist':
@@ -109,7 +110,7 @@ def check_compatibility(
                 "the dataset has no labels, so a teacher cannot be trained on it: set pair.teacher.checkpoint to a "
                 "trained teacher"
             )
-        if method.get("kind") == "supervised" or task == "teacher":
+        if needs_labels(method.get("module") or {}) or task == "teacher":
             problems.append(f"method '{method.get('name')}' / task '{task}' needs labels, which the dataset lacks")
     for role in ("teacher", "student"):
         arch = _model_name(pair.get(role, {}))
@@ -118,12 +119,10 @@ def check_compatibility(
                 f"{role} architecture {arch!r} is not a known model (lightning_advkd.models.list_models(); "
                 "torchvision as 'tv_<name>', timm as 'timm.<name>')"
             )
-    if method.get("needs_attention_pairs") and not pair.get("attention_pairs"):
+    if (method.get("module") or {}).get("attention_weight") and not pair.get("attention_pairs"):
         problems.append(
             f"method '{method.get('name')}' needs pair.attention_pairs: [[student layer, teacher layer], ...]"
         )
-    if method.get("kind") not in METHOD_KINDS:
-        problems.append(f"method.kind must be one of {METHOD_KINDS}, got {method.get('kind')!r}")
     if not problems:
         return
     message = f"pair {name!r} does not fit dataset {dataset.name!r}:\n" + "\n".join(f"  - {p}" for p in problems)
@@ -135,9 +134,25 @@ def check_compatibility(
     raise IncompatibleConfigError(message)
 
 
+def needs_labels(module: Mapping[str, Any]) -> bool:
+    """Whether a method's module node trains on labels: a supervised classifier, or a label term with weight > 0.
+
+    Example:
+        >>> needs_labels({"_target_": "lightning_advkd.app.methods.StudentAlone.from_pair"})
+        True
+        >>> needs_labels({"_target_": "lightning_advkd.distillation.KnowledgeDistillation", "label_weight": 0.0})
+        False
+    """
+    target = module.get("_target_")
+    built = get_object(target) if target else None
+    owner = getattr(built, "__self__", built)  # a classmethod's class
+    supervised = isinstance(owner, type) and issubclass(owner, SupervisedClassifier)
+    return supervised or float(module.get("label_weight") or 0) > 0
+
+
 def _fitting_pairs(dataset: DatasetShape, pairs: Mapping[str, Sequence[int] | None]) -> list[str]:
     shape = [dataset.in_chans, dataset.image_size, dataset.image_size]
     return sorted(name for name, size in pairs.items() if size is not None and [int(v) for v in size] == shape)
 
 
-__all__ = ["DatasetShape", "IncompatibleConfigError", "check_compatibility"]
+__all__ = ["DatasetShape", "IncompatibleConfigError", "check_compatibility", "needs_labels"]

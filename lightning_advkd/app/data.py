@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
@@ -145,4 +146,26 @@ class TeacherOutputDataModule(L.LightningDataModule):
             self._generator.set_state(state_dict["generator"])
 
 
-__all__ = ["TeacherOutputDataModule"]
+def with_teacher_outputs(cfg: DictConfig, datamodule: Any, module: nn.Module) -> Any:
+    """The datamodule, or its :class:`TeacherOutputDataModule` when ``cfg.teacher_output_cache`` asks for it, the
+    module runs a frozen teacher (the supervised baseline does not), and the cache is exact (no augmentation)."""
+    teacher = getattr(module, "teacher", None)
+    if not cfg.get("teacher_output_cache", False) or not isinstance(teacher, nn.Module):
+        return datamodule
+    if getattr(datamodule, "augment", False):
+        log.info("teacher-output cache off: the training images are augmented (dataset.datamodule.augment=true)")
+        return datamodule
+    log.info("Teacher-output cache on: the frozen teacher runs once per image instead of at every step")
+    node = cfg.method.module
+    attention = [str(layer) for _, layer in node.get("attention_pairs") or []] if node.get("attention_weight") else []
+    return TeacherOutputDataModule(
+        datamodule,
+        teacher,
+        teacher_tap=cfg.pair.teacher.get("tap"),
+        cache_dir=Path(cfg.paths.cache_dir).expanduser() / "teacher_outputs",
+        seed=int(cfg.seed),
+        attention_layers=attention,
+    )
+
+
+__all__ = ["TeacherOutputDataModule", "with_teacher_outputs"]

@@ -2,7 +2,7 @@
 
 The mode is passed to ``wandb.init`` as ``mode=`` (through ``WandbLogger(**kwargs)``), never as
 ``WandbLogger(offline=True)``, which sets ``WANDB_MODE=dryrun`` in the process environment for good and so overrides
-``disabled`` for every later run of the process (MACHINE.md).
+``disabled`` for every later run of the process.
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def test_optuna_sweep(tmp_path: Path, data_root: Path) -> None:
     assert set(results["best_params"]) == {
         "method.module.adversarial_weight",
         "method.module.data_weight",
-        "method.module.student_optimizer.lr",
+        "optimizer.lr",
         "regularizer.r1.weight",
     }
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]

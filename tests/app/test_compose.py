@@ -11,8 +11,10 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lightning_advkd.app.callback_list import instantiate_callbacks
 from lightning_advkd.app.compat import DatasetShape, check_compatibility
-from lightning_advkd.train import CONF_DIR, _build_module, _instantiate_callbacks, _instantiate_loggers
+from lightning_advkd.app.loggers import instantiate_loggers
+from lightning_advkd.train import CONF_DIR
 
 from .conftest import QUICK, compose_cfg, dataset_overrides, has_module, tiny_overrides
 
@@ -64,6 +66,7 @@ def test_every_group_has_options() -> None:
         "dataset",
         "pair",
         "method",
+        "optimizer",
         "discriminator",
         "regularizer",
         "teacher_training",
@@ -125,7 +128,7 @@ def test_pair_builds_both_networks(option: str, tmp_path: Path, data_root: Path)
     pairs = cfg.pair.attention_pairs
     assert pairs and all(len(p) == 2 for p in pairs)
     shape = DatasetShape(option, channels, height, 10)
-    check_compatibility(OmegaConf.to_container(cfg.pair), shape, {"name": "anc", "kind": "adversarial"}, "distill")
+    check_compatibility(OmegaConf.to_container(cfg.pair), shape, OmegaConf.to_container(cfg.method), "distill")
 
 
 @pytest.mark.parametrize("option", [o for g, o in ALL_OPTIONS if g == "method"])
@@ -134,8 +137,10 @@ def test_method_builds_its_module_and_optimizers(option: str, tmp_path: Path, da
     shape = _shape(cfg)
     teacher = instantiate(cfg.pair.teacher.model, num_classes=10, in_chans=1)
     student = instantiate(cfg.pair.student.model, num_classes=10, in_chans=1)
-    module = _build_module(cfg, teacher, student, 10, shape)
-    assert type(module).__name__ == cfg.method.module._target_.rsplit(".", 1)[-1]
+    input_shape = [shape.in_chans, shape.image_size, shape.image_size]
+    module = instantiate(cfg.method.module, teacher=teacher, student=student, num_classes=10, input_shape=input_shape)
+    assert isinstance(module, get_object(cfg.method.module._target_.removesuffix(".from_pair")))
+    assert set(cfg.method) == {"name", "module"}, "a method is its module node (and a name)"
     optimizers = module.configure_optimizers()
     assert optimizers
 
@@ -146,7 +151,7 @@ def test_method_builds_its_module_and_optimizers(option: str, tmp_path: Path, da
 )
 def test_regularizers_build_and_combine(selection: str, tmp_path: Path, data_root: Path) -> None:
     cfg = compose_cfg([*tiny_overrides(data_root), selection], tmp_path)
-    callbacks = _instantiate_callbacks(cfg, "adversarial", has_logger=False)
+    callbacks = instantiate_callbacks(cfg, has_logger=False)
     regularizers = [type(cb).__name__ for cb in callbacks if type(cb).__module__ == "lightning_advkd.callbacks"]
     assert len(regularizers) == len(cfg.regularizer)
     if "[" in selection:
@@ -156,8 +161,8 @@ def test_regularizers_build_and_combine(selection: str, tmp_path: Path, data_roo
 @pytest.mark.parametrize("option", [o for g, o in ALL_OPTIONS if g == "discriminator"])
 def test_discriminator_builds(option: str, tmp_path: Path, data_root: Path) -> None:
     cfg = compose_cfg([*tiny_overrides(data_root), f"discriminator={option}"], tmp_path)
-    discriminator = instantiate(cfg.discriminator, in_features=64)
-    assert discriminator(torch.zeros(3, 64)).shape == (3, 1)
+    factory = instantiate(cfg.discriminator)  # a partial: the module completes it with the width it judges
+    assert factory(64)(torch.zeros(3, 64)).shape == (3, 1)
 
 
 @pytest.mark.parametrize("option", [o for g, o in ALL_OPTIONS if g in ("lr_scheduler", "teacher_training")])
@@ -191,18 +196,18 @@ def test_trainer_builds_with_each_strategy(selection: str, tmp_path: Path, data_
 @pytest.mark.parametrize("option", [o for g, o in ALL_OPTIONS if g in ("callbacks", "logger")])
 def test_callbacks_and_loggers_build(option: str, tmp_path: Path, data_root: Path) -> None:
     group = "callbacks" if (CONF_DIR / "callbacks" / f"{option}.yaml").is_file() else "logger"
-    cfg = compose_cfg([*tiny_overrides(data_root), f"{group}={option}"], tmp_path)
+    cfg = compose_cfg([*tiny_overrides(data_root), f"{group}={option}", "regularizer=none"], tmp_path)
     if group == "callbacks":
-        built = _instantiate_callbacks(cfg, "supervised", has_logger=True)
+        built = instantiate_callbacks(cfg, has_logger=True)
         assert len(built) == sum(1 for node in (cfg.callbacks or {}).values() if node is not None)
     else:
-        loggers = _instantiate_loggers(cfg)
+        loggers = instantiate_loggers(cfg)
         assert len(loggers) == len(cfg.logger or {})
 
 
 def test_logger_list_builds_all(tmp_path: Path, data_root: Path) -> None:
     cfg = compose_cfg([*tiny_overrides(data_root), "logger=[wandb,csv,tensorboard]"], tmp_path)
-    names = sorted(type(logger).__name__ for logger in _instantiate_loggers(cfg))
+    names = sorted(type(logger).__name__ for logger in instantiate_loggers(cfg))
     assert names == ["CSVLogger", "TensorBoardLogger", "WandbLogger"]
 
 
@@ -211,3 +216,18 @@ def test_sweep_grids_name_existing_pairs(tmp_path: Path, data_root: Path) -> Non
         cfg = compose_cfg([*tiny_overrides(data_root), f"sweep={option}"], tmp_path)
         for pair in str(cfg.hydra.sweeper.params.pair).split(","):
             assert (CONF_DIR / "pair" / f"{pair}.yaml").is_file(), pair
+
+
+def test_regularizers_attach_only_to_a_method_with_a_discriminator(tmp_path: Path, data_root: Path) -> None:
+    for method, expected in (("anc", ["R1Penalty"]), ("kd", [])):
+        cfg = compose_cfg([*tiny_overrides(data_root), f"method={method}", "regularizer=r1"], tmp_path / method)
+        built = [type(cb).__name__ for cb in instantiate_callbacks(cfg, has_logger=False)]
+        assert [name for name in built if name == "R1Penalty"] == expected, method
+
+
+def test_one_optimizer_recipe_for_every_method(tmp_path: Path, data_root: Path) -> None:
+    for method in ("anc", "kd", "supervised"):
+        cfg = compose_cfg([*tiny_overrides(data_root), f"method={method}", "optimizer.lr=0.123"], tmp_path / method)
+        node = cfg.method.module
+        optimizer = node.get("student_optimizer") or node.get("optimizer")
+        assert optimizer.lr == 0.123 and optimizer._target_ == "torch.optim.SGD", method
