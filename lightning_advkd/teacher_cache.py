@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_advkd._atomic import CorruptFileError, load_or_build
 from lightning_advkd.batch import split_batch
 from lightning_advkd.features import FeatureTap
 from lightning_advkd.fingerprint import teacher_fingerprint
@@ -53,7 +54,10 @@ class TeacherOutputCache(Dataset):
         teacher: the frozen teacher the distillation module will use.
         tap: the teacher's feature tap, as given to the distillation module (``None``: the default tap).
         cache_dir: folder for an on-disk copy of the outputs, reused by later runs with the same teacher and inputs;
-            ``None`` keeps them in memory only.
+            ``None`` keeps them in memory only. The copy is written atomically with a SHA-256 checksum beside it
+            (``<file>.sha256``) and verified when read: a damaged copy (truncated, empty, bit-flipped) is reported by
+            path, moved aside as ``<file>.corrupt-<time>`` and rebuilt. Concurrent runs that need the same missing copy
+            compute it once (a file lock): the others wait and read it.
         batch_size: batch size of the one pass that computes the outputs.
         device: where that pass runs; default CUDA when available.
         keep_inputs: keep the (transformed) inputs in memory too, so training reads tensors instead of decoding and
@@ -66,6 +70,8 @@ class TeacherOutputCache(Dataset):
 
     Raises:
         ValueError: if the dataset is randomly augmented.
+        lightning_advkd._atomic.DiskFullError: if the on-disk copy cannot be written for lack of space; names the
+            folder (any previous copy is left intact).
     """
 
     def __init__(
@@ -92,13 +98,20 @@ class TeacherOutputCache(Dataset):
         try:
             inputs, labels, input_digest = _read_all(dataset, batch_size, input_key, label_key, progress)
             path = _cache_path(cache_dir, self.key, input_digest + "|".join(attention_layers))
-            if path is not None and path.is_file():
-                outputs = torch.load(path, map_location="cpu", weights_only=True)
+
+            def compute() -> dict[str, Tensor]:
+                return _teacher_outputs(teacher, feature_tap, map_taps, inputs, batch_size, device, progress)
+
+            if path is None:
+                outputs = compute()
             else:
-                outputs = _teacher_outputs(teacher, feature_tap, map_taps, inputs, batch_size, device, progress)
-                if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    torch.save(outputs, path)
+                expected = {TEACHER_FEATURES, TEACHER_LOGITS, *(TEACHER_ATTENTION + name for name in map_taps)}
+                outputs = load_or_build(
+                    path,
+                    build=compute,
+                    write=lambda value, f: torch.save(value, f),
+                    read=lambda file: _read_outputs(file, expected, len(inputs)),
+                )
         finally:
             for each_tap in (feature_tap, *map_taps.values()):
                 each_tap.remove()
@@ -199,6 +212,17 @@ def _teacher_outputs(
     finally:
         teacher.to(original).train(was_training)
     return {name: torch.cat(values) for name, values in chunks.items()}
+
+
+def _read_outputs(path: Path, expected: set[str], n: int) -> dict[str, Tensor]:
+    outputs = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(outputs, dict) or set(outputs) != expected:
+        found = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
+        raise CorruptFileError(path, f"holds {found}, expected the teacher outputs {sorted(expected)}")
+    lengths = {name: len(values) for name, values in outputs.items()}
+    if any(length != n for length in lengths.values()):
+        raise CorruptFileError(path, f"holds outputs for {lengths} samples, expected {n} each")
+    return outputs
 
 
 def _cache_path(cache_dir: str | Path | None, key: int, input_digest: str) -> Path | None:

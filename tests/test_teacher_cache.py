@@ -9,6 +9,7 @@ from tiny_networks import TinyStudent, TinyTeacher, make_data, make_networks
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lightning_advkd import AdversarialDistillation, AdversarialSamples, TeacherOutputCache
+from lightning_advkd._atomic import write_atomic
 from lightning_advkd.distillation import KnowledgeDistillation
 
 
@@ -95,7 +96,8 @@ def test_on_disk_copy_is_reused_and_keyed_by_the_inputs(tmp_path):
     first = TeacherOutputCache(TensorDataset(images, labels), teacher, cache_dir=tmp_path)
     files = list(tmp_path.glob("*.pt"))
     assert len(files) == 1
-    torch.save({**first.outputs, "teacher_features": first.features * 0 + 7}, files[0])  # mark the file
+    marked = {**first.outputs, "teacher_features": first.features * 0 + 7}
+    write_atomic(files[0], lambda f: torch.save(marked, f))  # mark the file (a valid entry: checksum rewritten)
     again = TeacherOutputCache(TensorDataset(images, labels), teacher, cache_dir=tmp_path)
     assert torch.all(again.features == 7)  # read from disk, not recomputed
     other_images = images.clone()

@@ -6,23 +6,29 @@ the training recipe (the ``SupervisedClassifier`` options and the Trainer settin
 batch limits, precision, devices, ...) and the seed. A teacher of another dataset, architecture or recipe therefore
 never stands in for the one asked for; it gets its own file. The file is a Lightning-style checkpoint (weights under
 ``model.``), readable by :func:`lightning_advkd.models.load_weights` and by ``pair.teacher.checkpoint=<file>``, with
-the recipe beside it in ``<arch>-<key>.json``.
+the recipe beside it in ``<arch>-<key>.json`` and its SHA-256 in ``<arch>-<key>.ckpt.sha256``.
+
+:func:`cached_teacher` is the cache's whole protocol (see :mod:`lightning_advkd._atomic`): files are written atomically,
+verified on read (a damaged teacher is reported by path, moved aside and retrained, never used), and a file lock makes
+concurrent runs that need the same missing teacher train it once while the others wait and load it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
+from lightning_advkd._atomic import CorruptFileError, checksum_path, file_lock, quarantine, verify, write_atomic
 from lightning_advkd.app.compat import IncompatibleConfigError
 from lightning_advkd.models import CheckpointMismatchError, load_weights
 from lightning_advkd.supervised import MODEL_PREFIX
@@ -124,16 +130,18 @@ def cached_teacher_path(cache_dir: str | Path, arch: str, key: str) -> Path:
 def save_teacher(model: nn.Module, path: str | Path, meta: Mapping[str, Any]) -> Path:
     """Write the teacher's weights (under ``model.``) and ``meta`` to ``path`` atomically, and ``meta`` as JSON beside.
 
-    The file appears complete or not at all: an interrupted run never leaves a half-written teacher for the next
-    run to load.
+    The file appears complete or not at all (a temp file in the same folder, fsynced, renamed over ``path``), with its
+    SHA-256 in ``<path>.sha256``: an interrupted run never leaves a half-written teacher for the next run to load.
+
+    Raises:
+        lightning_advkd._atomic.DiskFullError: When the disk is full; names the folder, a previous file is intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"state_dict": state, TEACHER_META_KEY: dict(meta)}, tmp)
-    os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(dict(meta), indent=2, sort_keys=True, default=str) + "\n")
+    checkpoint = {"state_dict": state, TEACHER_META_KEY: dict(meta)}
+    write_atomic(path, lambda f: torch.save(checkpoint, f))
+    text = json.dumps(dict(meta), indent=2, sort_keys=True, default=str) + "\n"
+    write_atomic(path.with_suffix(".json"), lambda f: f.write(text.encode()), checksum=False)
     return path
 
 
@@ -155,6 +163,7 @@ def load_teacher(model: nn.Module, path: str | Path, *, how_to_train: str) -> nn
 
     Raises:
         MissingTeacherError: When ``path`` is not a file; the message says how to train one.
+        CorruptFileError: When ``path`` has a checksum file (a cached teacher) and does not match it.
         IncompatibleConfigError: When the checkpoint's weights do not fit the architecture built for the dataset
             (another class count or input channels, another architecture).
     """
@@ -165,6 +174,16 @@ def load_teacher(model: nn.Module, path: str | Path, *, how_to_train: str) -> nn
             "which saves it in the teacher cache, or set pair.teacher.checkpoint=null to train it (once, then cached) "
             "as part of the distillation run."
         )
+    if checksum_path(path).is_file():
+        try:
+            verify(path)
+        except CorruptFileError as err:
+            raise CorruptFileError(
+                path,
+                f"cannot be used as a teacher: {str(err).removeprefix(str(path)).strip()}. Delete it and "
+                f"{checksum_path(path).name} to retrain it (a run that trains teachers moves it aside and retrains "
+                "it by itself), or point pair.teacher.checkpoint to an intact copy.",
+            ) from err
     try:
         load_weights(model, path)
     except CheckpointMismatchError as err:
@@ -176,8 +195,65 @@ def load_teacher(model: nn.Module, path: str | Path, *, how_to_train: str) -> nn
     return model
 
 
+def cached_teacher(
+    model: nn.Module,
+    path: str | Path,
+    train: Callable[[nn.Module], Mapping[str, Any]] | None,
+    *,
+    how_to_train: str,
+    retrain: bool = False,
+    save: bool = True,
+) -> tuple[nn.Module, dict[str, Any], bool]:
+    """The teacher cached at ``path`` (verified), else trained now by ``train`` and cached: once, however many runs ask.
+
+    On global rank 0 the check-train-save sequence holds a file lock (``<path>.lock``), so a second run that needs the
+    same missing teacher waits for the first to finish and then loads its file instead of training it again. A cached
+    file that fails its checksum (or has none: cut short, or written before checksums) is reported with a warning
+    naming it, moved aside as ``<name>.corrupt-<time>`` and retrained. Under DDP the other ranks take no lock (rank 0
+    holds it while it waits for them in the training): they load a verified file, or train along with rank 0.
+
+    Args:
+        model: The teacher architecture, built for the dataset; filled in place.
+        path: The cache entry (:func:`cached_teacher_path`).
+        train: Trains ``model`` in place and returns the metadata to store (recipe, accuracy, ...); ``None`` when this
+            run may not train (a missing teacher is then a :class:`MissingTeacherError`).
+        how_to_train: The command that trains this teacher, quoted when it is missing and ``train`` is ``None``.
+        retrain: Train even when a valid file exists (the new file replaces it).
+        save: Cache the trained teacher (only global rank 0 writes).
+
+    Returns:
+        ``(model, meta, trained)``: the filled model, its stored or new metadata, and whether it was trained now.
+
+    Raises:
+        MissingTeacherError: When there is no usable file and ``train`` is ``None``.
+        lightning_advkd._atomic.DiskFullError: When the trained teacher cannot be saved for lack of space.
+    """
+    path = Path(path).expanduser()
+    rank_zero = rank_zero_only.rank == 0
+    with file_lock(path) if rank_zero and save else contextlib.nullcontext():
+        if path.is_file() and not retrain:
+            try:
+                verify(path)
+                load_teacher(model, path, how_to_train=how_to_train)
+                return model, read_teacher_meta(path), False
+            except CorruptFileError as err:
+                aside = quarantine(path) if rank_zero and save else None
+                where = f"moved aside to {aside.name}" if aside is not None else "left in place on this rank"
+                log.warning("Damaged cached teacher: %s; %s, training it again", err, where)
+        if train is None:
+            raise MissingTeacherError(
+                f"no usable cached teacher at {path}. Train it with the same overrides as the run that needs it:\n  "
+                f"{how_to_train}\nor give pair.teacher.checkpoint=<file>."
+            )
+        meta = dict(train(model))
+        if save and rank_zero:
+            save_teacher(model, path, meta)
+        return model, meta, True
+
+
 __all__ = [
     "MissingTeacherError",
+    "cached_teacher",
     "cached_teacher_path",
     "load_teacher",
     "read_teacher_meta",
