@@ -10,6 +10,7 @@ from lightning_advkd.callbacks import (
     WeightPenalty,
 )
 from lightning_advkd.collapse import CollapseGuard
+from lightning_advkd.data._base import AugmentedViews, ViewSampler, view_loader
 from lightning_advkd.discriminator import MLPDiscriminator
 from lightning_advkd.export import load_student_state_dict
 from lightning_advkd.features import FeatureTap, FeatureTapError
@@ -18,12 +19,15 @@ from lightning_advkd.module import AdversarialDistillation, NonFiniteLossError
 from lightning_advkd.schedules import ConstantSchedule, LinearDecay, LinearWarmup, StepSchedule
 from lightning_advkd.teacher_cache import TeacherOutputCache
 from lightning_advkd.teacher_student import TeacherStudentModule
+from lightning_advkd.view_cache import AugmentedViewCache, ViewCacheMismatchError, cache_folder_name
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdversarialDistillation",
     "AdversarialSamples",
+    "AugmentedViewCache",
+    "AugmentedViews",
     "CollapseGuard",
     "ConstantSchedule",
     "DiscriminatorRegularizer",
@@ -40,7 +44,11 @@ __all__ = [
     "StepSchedule",
     "TeacherOutputCache",
     "TeacherStudentModule",
+    "ViewCacheMismatchError",
+    "ViewSampler",
     "WeightPenalty",
+    "cache_folder_name",
     "load_student_state_dict",
     "teacher_fingerprint",
+    "view_loader",
 ]
