@@ -21,7 +21,8 @@ from omegaconf import DictConfig, open_dict
 
 from lightning_advkd.train import CONF_DIR
 
-REPO = CONF_DIR.parent
+#: The checkout (tests read its files; nothing is written into it).
+REPO = Path(__file__).resolve().parents[2]
 IMAGENET_CLASSES = ["n01440764", "n01443537", "n01484850"]
 
 #: Small, quick settings every job in these tests uses (tiny batches; 2 timed forward passes for the latency column).
