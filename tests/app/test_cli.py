@@ -10,10 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ._wandb_records import offline_runs, read_offline_run
-from .conftest import cli_env, has_module, run_cli, tiny_overrides
+from .conftest import cli_env, run_cli, tiny_overrides
 
 pytestmark = pytest.mark.slow
 SHORT = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
@@ -97,29 +96,3 @@ def test_unknown_option_on_the_command_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Could not find 'pair/resnet14_lenet6'" in result.stderr
     assert "Available options in 'pair'" in result.stderr and "resnet14_lenet5" in result.stderr
-
-
-def test_optuna_sweep(tmp_path: Path, data_root: Path) -> None:
-    if not has_module("hydra_plugins.hydra_optuna_sweeper"):
-        pytest.skip("needs hydra-optuna-sweeper")
-    sweep = tmp_path / "optuna"
-    run_cli(
-        [
-            "sweep=optuna",
-            "hydra.sweeper.n_trials=2",
-            *job_args(data_root, tmp_path, "debug=fast_dev_run"),
-            "dataset.datamodule.val_split=16",
-            "logger=csv",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        tmp_path,
-    )
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert 0.0 <= results["best_value"] <= 1.0
-    assert set(results["best_params"]) == {
-        "method.module.adversarial_weight",
-        "method.module.data_weight",
-        "optimizer.lr",
-        "regularizer.r1.weight",
-    }
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
