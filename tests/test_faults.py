@@ -9,25 +9,31 @@ import logging
 import multiprocessing
 import os
 import pickle
+import tempfile
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from tiny_networks import TinyTeacher, make_data
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_advkd._atomic as atomic
+import lightning_advkd.checkpoint_io as checkpoint_io
 from lightning_advkd import TeacherOutputCache, load_student_state_dict
 from lightning_advkd._atomic import CorruptFileError, DiskFullError, load_or_build, verify, write_atomic
 from lightning_advkd.app.teachers import cached_teacher, load_teacher, save_teacher
+from lightning_advkd.checkpoint_io import AtomicCheckpointIO, NonFiniteCheckpointError, non_finite_tensors
 from lightning_advkd.models._checkpoint import read_checkpoint
 
 FORK = multiprocessing.get_context("fork")
 
 
-def test_doctests() -> None:
-    assert doctest.testmod(atomic, verbose=False).failed == 0
+@pytest.mark.parametrize("module", [atomic, checkpoint_io], ids=lambda m: m.__name__)
+def test_doctests(module) -> None:
+    assert doctest.testmod(module, verbose=False).failed == 0
 
 
 # ---- crafted pickles run no code ---------------------------------------------------------------------------------
@@ -384,3 +390,139 @@ def test_cached_teacher_is_reused_without_training(tmp_path) -> None:
 def _with_weights(model: torch.nn.Module) -> torch.nn.Module:
     _train_tiny(model)
     return model
+
+
+# ---- atomic checkpoints -------------------------------------------------------------------------------------------
+
+
+class _BatchNormNet(L.LightningModule):
+    """A LightningModule whose BatchNorm statistics a callback can poison."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinyTeacher()
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        return torch.nn.functional.cross_entropy(self.net(images), labels)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class _PoisonBatchNormAtEpoch(L.Callback):
+    """What a batch of 1e30-valued inputs does: finite loss, ``running_var = inf``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if trainer.current_epoch == self.epoch:
+            module.net.body[1].running_var.fill_(float("inf"))
+
+
+def _fit(tmp_path: Path, epochs: int, callbacks: list, ckpt_path: str | None = None) -> L.Trainer:
+    images, labels = make_data(16)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[
+            ModelCheckpoint(tmp_path / "ckpt", save_last=True, save_on_train_epoch_end=True),
+            *callbacks,
+        ],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    loader = DataLoader(TensorDataset(images, labels), batch_size=8)
+    trainer.fit(_BatchNormNet(), loader, ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_non_finite_state_never_overwrites_a_good_checkpoint(tmp_path) -> None:
+    with pytest.raises(
+        NonFiniteCheckpointError, match=r"refusing to write checkpoint .*\['net\.body\.1\.running_var'\]"
+    ):
+        _fit(tmp_path, 3, [_PoisonBatchNormAtEpoch(1)])
+    last = tmp_path / "ckpt" / "last.ckpt"
+    checkpoint = AtomicCheckpointIO().load_checkpoint(last)
+    assert checkpoint["epoch"] == 0 and not non_finite_tensors(checkpoint)
+    assert not atomic.temp_files(last)
+
+
+def test_damaged_checkpoint_is_named_on_resume(tmp_path) -> None:
+    _fit(tmp_path, 1, [])
+    last = tmp_path / "ckpt" / "last.ckpt"
+    verify(last)
+    _flip_bits(last)
+    with pytest.raises(CorruptFileError, match=rf"{last} cannot be loaded: does not match its checksum"):
+        _fit(tmp_path, 2, [], ckpt_path=str(last))
+    _no_checksum(last)  # without a checksum, truncation still surfaces in torch.load, and the error names the file
+    _truncate(last)
+    with pytest.raises(CorruptFileError, match=rf"{last} cannot be loaded, it is damaged"):
+        AtomicCheckpointIO().load_checkpoint(last)
+
+
+def test_crafted_checkpoint_runs_no_code_through_the_checkpoint_io(tmp_path) -> None:
+    marker = tmp_path / "code-ran"
+    path = _crafted_checkpoint(tmp_path / "crafted.ckpt", marker)
+    with pytest.raises(pickle.UnpicklingError, match=r"crafted\.ckpt cannot be loaded with torch\.load"):
+        AtomicCheckpointIO().load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_non_finite_checkpoint_is_refused_over_the_good_one_naming_the_tensor(tmp_path) -> None:
+    path, io = tmp_path / "last.ckpt", AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 1}, path)
+    bad = {"state_dict": {"w": torch.tensor([1.0, float("nan"), 2.0])}, "epoch": 2, "optimizer_states": []}
+    with pytest.raises(
+        NonFiniteCheckpointError, match=r"state_dict\['w'\]; the previous last\.ckpt was left as it was"
+    ):
+        io.save_checkpoint(bad, path)
+    assert io.load_checkpoint(path)["epoch"] == 1
+    AtomicCheckpointIO(allow_non_finite=True).save_checkpoint(bad, path)  # the opt-in for debugging
+    assert io.load_checkpoint(path)["epoch"] == 2
+
+
+class _ExplodesWhenPickled:
+    def __reduce__(self) -> tuple:
+        raise KeyboardInterrupt  # a kill (Ctrl-C) in the middle of torch.save, after the tensors were written
+
+
+def test_a_save_interrupted_midway_keeps_the_old_checkpoint_and_no_temp(tmp_path) -> None:
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(1000)}, "epoch": 1}, path)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(100_000)}, "z": _ExplodesWhenPickled()}, path)
+    assert io.load_checkpoint(path)["epoch"] == 1 and atomic.temp_files(path) == []
+
+
+def _save_big_checkpoints_forever(path: Path, tmpdir: Path) -> None:
+    tempfile.tempdir = str(tmpdir)  # $TMPDIR on "another filesystem": nothing may be written there
+    io = AtomicCheckpointIO()
+    epoch = 2
+    while True:
+        io.save_checkpoint({"state_dict": {"w": torch.full((2_000_000,), float(epoch))}, "epoch": epoch}, path)
+        epoch += 1
+
+
+def test_sigkill_during_checkpoint_writes_never_damages_the_last_one(tmp_path) -> None:
+    path, elsewhere = tmp_path / "ckpt" / "last.ckpt", tmp_path / "tmpdir"
+    elsewhere.mkdir()
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.full((2_000_000,), 1.0)}, "epoch": 1}, path)
+    for _ in range(3):
+        child = FORK.Process(target=_save_big_checkpoints_forever, args=(path, elsewhere))
+        child.start()
+        deadline = time.monotonic() + 30
+        while not atomic.temp_files(path) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        child.kill()  # SIGKILL, mid-write: a temp file exists
+        child.join()
+        checkpoint = io.load_checkpoint(path)  # verified against its checksum
+        assert torch.all(checkpoint["state_dict"]["w"] == checkpoint["epoch"])
+    assert list(elsewhere.iterdir()) == []
+    io.save_checkpoint({"state_dict": {"w": torch.ones(1)}, "epoch": 9}, path)
+    assert atomic.temp_files(path) == [], "the next save sweeps the temp files of killed writers"
