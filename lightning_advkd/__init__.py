@@ -9,6 +9,7 @@ from lightning_advkd.callbacks import (
     R1Penalty,
     WeightPenalty,
 )
+from lightning_advkd.checkpoint_io import AtomicCheckpointIO, NonFiniteCheckpointError
 from lightning_advkd.collapse import CollapseGuard
 from lightning_advkd.data._base import AugmentedViews, ViewSampler, view_loader
 from lightning_advkd.discriminator import MLPDiscriminator
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdversarialDistillation",
     "AdversarialSamples",
+    "AtomicCheckpointIO",
     "AugmentedViewCache",
     "AugmentedViews",
     "CollapseGuard",
@@ -39,6 +41,7 @@ __all__ = [
     "LinearDecay",
     "LinearWarmup",
     "MLPDiscriminator",
+    "NonFiniteCheckpointError",
     "NonFiniteLossError",
     "R1Penalty",
     "StepSchedule",
