@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
+from typing_extensions import override
 
 from lightning_advkd.data._base import ImageClassificationDataModule, Transform, to_normalized_tensor
-from lightning_advkd.data.imagenet import class_folders
+from lightning_advkd.data.imagenet import ImageFolderDataset, class_folders, get_skipping_unreadable, open_image
+
+log = logging.getLogger(__name__)
 
 _MODES = {1: "L", 3: "RGB"}
 
@@ -35,23 +37,28 @@ def find_images(root: Path, exclude: Path | None = None) -> list[Path]:
 
 
 class ImageFiles(Dataset):
-    """Image files as bare PIL images in ``mode`` ("L" or "RGB"), no labels.
+    """Image files as bare PIL images in ``mode`` ("L" or "RGB"), no labels (16-bit images scaled to 8 bits).
 
     Args:
         paths: The image files.
         mode: PIL mode every image is converted to.
+        skip_unreadable: Replace an unreadable image by the next readable one, with a warning naming the file and the
+            count so far; otherwise :class:`~lightning_advkd.data.imagenet.UnreadableImageError` names it.
     """
 
-    def __init__(self, paths: Sequence[Path], mode: str) -> None:
+    def __init__(self, paths: Sequence[Path], mode: str, *, skip_unreadable: bool = False) -> None:
         self.paths = list(paths)
         self.mode = mode
+        self.skip_unreadable = skip_unreadable
+        self.skipped_images: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Image.Image:
-        with Image.open(self.paths[index]) as image:
-            return image.convert(self.mode)
+        return get_skipping_unreadable(
+            self, index, lambda i: open_image(self.paths[i], self.mode), self.paths.__getitem__
+        )
 
 
 class UnlabeledImageFolderDataModule(ImageClassificationDataModule):
@@ -60,7 +67,8 @@ class UnlabeledImageFolderDataModule(ImageClassificationDataModule):
     Every image file under ``data_dir`` (any depth; class folders, if any, are ignored) is a training sample, and train
     batches are plain image tensors ``(B, in_chans, image_size, image_size)`` with no labels. Validation is either the
     labelled ``ImageFolder`` at ``val_dir`` (batches ``(images, labels)``; also the test set), or, without ``val_dir``,
-    a held-out unlabeled ``val_split`` of ``data_dir`` (image batches), or none. Train transform:
+    a held-out unlabeled ``val_split`` of ``data_dir`` (image batches), or none. Without ``val_dir`` there is no test
+    set: ``test_dataloader`` logs that testing is skipped and returns no loader. Train transform:
     ``Resize(image_size)`` + ``RandomCrop(image_size, padding=image_size // 8)`` + optional horizontal flip; eval:
     ``Resize(image_size)`` + ``CenterCrop(image_size)``.
 
@@ -74,6 +82,8 @@ class UnlabeledImageFolderDataModule(ImageClassificationDataModule):
         hflip: Include the horizontal flip in the train augmentation.
         mean: Per-channel normalization mean; defaults to 0.5 per channel.
         std: Per-channel normalization std; defaults to 0.5 per channel.
+        skip_unreadable: Skip an unreadable image file (replaced by the next sample) with a warning naming it and the
+            count so far; by default reading it fails naming the file.
         **kwargs: Loader, split and seeding arguments of :class:`ImageClassificationDataModule`.
 
     Raises:
@@ -93,6 +103,7 @@ class UnlabeledImageFolderDataModule(ImageClassificationDataModule):
         hflip: bool = True,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        skip_unreadable: bool = False,
         **kwargs: Any,
     ) -> None:
         if in_chans not in _MODES:
@@ -111,6 +122,7 @@ class UnlabeledImageFolderDataModule(ImageClassificationDataModule):
         )
         self.val_dir = Path(val_dir).expanduser() if val_dir is not None else None
         self.hflip = hflip
+        self.skip_unreadable = skip_unreadable
         self.num_classes = num_classes
         if self.val_dir is not None and self.val_dir.is_dir():
             self._check_num_classes()
@@ -148,14 +160,23 @@ class UnlabeledImageFolderDataModule(ImageClassificationDataModule):
                 f"UnlabeledImageFolderDataModule: no image files under {self.data_dir} (extensions: "
                 f"{', '.join(IMG_EXTENSIONS)})"
             )
-        return ImageFiles(paths, _MODES[self.in_chans])
+        return ImageFiles(paths, _MODES[self.in_chans], skip_unreadable=self.skip_unreadable)
 
     def load_test_dataset(self) -> Dataset | None:
         if self.val_dir is None:
             return None
-        mode = _MODES[self.in_chans]
-        # A partial, not a lambda: the dataset must pickle for spawned workers.
-        return ImageFolder(str(self.val_dir), loader=partial(_open, mode=mode))
+        return ImageFolderDataset(self.val_dir, _MODES[self.in_chans], skip_unreadable=self.skip_unreadable)
+
+    @override
+    def test_dataloader(self) -> DataLoader | list:
+        if self.val_dir is None:
+            log.warning(
+                "UnlabeledImageFolderDataModule(%s) has no test set (label-free images, no val_dir): testing is "
+                "skipped. Pass val_dir=<folder of val_dir/<class>/<image>> to test.",
+                self.data_dir,
+            )
+            return []
+        return super().test_dataloader()
 
     def default_train_transform(self) -> Transform:
         flip = [v2.RandomHorizontalFlip()] if self.hflip else []
@@ -176,8 +197,3 @@ class UnlabeledImageFolderDataModule(ImageClassificationDataModule):
                 *to_normalized_tensor(self.mean, self.std),
             ]
         )
-
-
-def _open(path: str, mode: str) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert(mode)

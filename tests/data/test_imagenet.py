@@ -70,3 +70,28 @@ def test_empty_split_and_wrong_num_classes(imagenet_dir, tmp_path) -> None:
     (tmp_path / "empty" / "val").mkdir()
     with pytest.raises(FileNotFoundError, match="has no class folders"):
         ImageNetDataModule(tmp_path / "empty").setup()
+
+
+def test_unreadable_image_is_named_or_skipped(imagenet_dir, caplog) -> None:
+    from lightning_advkd.data.imagenet import UnreadableImageError
+
+    broken = imagenet_dir / "train" / "n01443537" / "n01443537_1.JPEG"
+    broken.write_bytes(b"not a jpeg")
+    dm = ImageNetDataModule(imagenet_dir, num_classes=3, image_size=16, batch_size=12)
+    with pytest.raises(UnreadableImageError, match=rf"cannot read image {broken}.*skip_unreadable=True"):
+        next(iter(dm.train_dataloader()))
+    dm = ImageNetDataModule(imagenet_dir, num_classes=3, image_size=16, batch_size=12, skip_unreadable=True)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (12, 3, 16, 16) and len(y) == 12 and list(dm._train_base.skipped_images) == [str(broken)]
+    assert f"Skipped unreadable image {broken}" in caplog.text and "1 skipped so far" in caplog.text
+
+
+def test_sixteen_bit_grayscale_becomes_gray_rgb_not_white(imagenet_dir) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from lightning_advkd.data.imagenet import open_image
+
+    path = imagenet_dir / "deep.png"
+    Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16)).save(path)  # mid-gray in 16 bits
+    assert np.asarray(open_image(path, "RGB")).tolist() == np.full((8, 8, 3), 128).tolist()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
+import lightning as L
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lightning_advkd.data import UnlabeledImageFolderDataModule
+from lightning_advkd.data.imagenet import UnreadableImageError
 
 from ._writers import write_image, write_image_folder
 
@@ -33,8 +39,6 @@ def test_train_batches_are_image_tensors_without_labels(unlabeled_dir, in_chans)
     assert isinstance(batch, torch.Tensor)
     assert batch.shape == (5, in_chans, 24, 24) and batch.dtype == torch.float32
     assert dm.val_dataloader() == []  # neither val_dir nor val_split: no validation
-    with pytest.raises(RuntimeError, match="no test set"):
-        dm.test_dataloader()
 
 
 def test_held_out_unlabeled_split(unlabeled_dir) -> None:
@@ -78,3 +82,58 @@ def test_bad_arguments_and_missing_folders(unlabeled_dir, tmp_path) -> None:
         UnlabeledImageFolderDataModule(tmp_path / "no_images").setup("fit")
     with pytest.raises(FileNotFoundError, match=r"val_dir .* is not a folder"):
         UnlabeledImageFolderDataModule(unlabeled_dir, val_dir=tmp_path / "nope").setup("fit")
+
+
+class _TestOnly(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+
+    def test_step(self, batch, batch_idx) -> None:
+        raise AssertionError("there is no test set: no test step may run")
+
+
+def test_without_val_dir_testing_is_skipped_and_said(unlabeled_dir, caplog) -> None:
+    dm = UnlabeledImageFolderDataModule(unlabeled_dir, image_size=16)
+    with caplog.at_level(logging.WARNING):
+        assert dm.test_dataloader() == []
+    assert "has no test set" in caplog.text and "testing is skipped" in caplog.text and "val_dir=" in caplog.text
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    assert trainer.test(_TestOnly(), datamodule=dm, verbose=False) == []
+
+
+def test_sixteen_bit_png_is_scaled_not_saturated(tmp_path) -> None:
+    root = tmp_path / "deep"
+    root.mkdir()
+    ramp = (np.arange(32 * 32, dtype=np.int64).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
+    Image.fromarray(ramp).save(root / "ramp16.png")
+    assert Image.open(root / "ramp16.png").mode.startswith("I")  # really a 16-bit file
+    dm = UnlabeledImageFolderDataModule(root, image_size=32, in_chans=1)
+    dm.setup("fit")
+    image = np.asarray(dm._train_base[0])
+    expected = np.round(ramp.astype(np.float64) * 255 / 65535)
+    assert np.abs(image.astype(np.float64) - expected).max() <= 0.5
+    assert (image == 255).mean() < 0.01  # PIL's own convert gives 99.6 % white here
+
+
+@pytest.fixture
+def with_broken_image(unlabeled_dir):
+    (unlabeled_dir / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    good = unlabeled_dir / "flat_0.jpg"
+    (unlabeled_dir / "cut.jpg").write_bytes(good.read_bytes()[:200])  # a truncated JPEG
+    return unlabeled_dir
+
+
+def test_unreadable_image_fails_naming_the_file(with_broken_image) -> None:
+    dm = UnlabeledImageFolderDataModule(with_broken_image, image_size=16, batch_size=14)
+    with pytest.raises(UnreadableImageError, match=r"cannot read image .*(broken\.png|cut\.jpg).*skip_unreadable=True"):
+        next(iter(dm.train_dataloader()))
+
+
+def test_unreadable_images_are_skipped_with_a_warning_and_a_count(with_broken_image, caplog) -> None:
+    dm = UnlabeledImageFolderDataModule(with_broken_image, image_size=16, batch_size=14, skip_unreadable=True)
+    with caplog.at_level(logging.WARNING):
+        batch = next(iter(dm.train_dataloader()))
+    assert batch.shape == (14, 3, 16, 16)
+    assert sorted(p.rsplit("/", 1)[1] for p in dm._train_base.skipped_images) == ["broken.png", "cut.jpg"]
+    assert "Skipped unreadable image" in caplog.text and "2 skipped so far" in caplog.text
