@@ -1,6 +1,9 @@
 """The application around the library: the Hydra entry point's building blocks.
 
-``lightning_advkd.train`` composes these: the teacher-checkpoint cache (:mod:`.teachers`), the pair/dataset checks
-that run before any training (:mod:`.compat`), the teacher-output datamodule (:mod:`.data`), the feature-projection
-plot callback (:mod:`.plots`), the end-of-run summary table (:mod:`.summary`) and the W&B setup (:mod:`.wandb_setup`).
+``lightning_advkd.train`` composes these: the configs and building objects from them (:mod:`.config`), how the job
+was launched (:mod:`.launch`), the pair/dataset/method checks that run before any training (:mod:`.compat`), the
+teacher's source (:mod:`.teacher_source`) and its cache (:mod:`.teachers`), the supervised baseline built like every
+method (:mod:`.methods`), the run's loggers (:mod:`.loggers`, :mod:`.wandb_setup`) and callbacks
+(:mod:`.callback_list`, :mod:`.plots`), the teacher-output datamodule (:mod:`.data`), and what a run leaves behind
+(:mod:`.results`, :mod:`.summary`).
 """
