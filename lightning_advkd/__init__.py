@@ -1,14 +1,6 @@
 """lightning_advkd: Adversarial Network Compression (label-free adversarial knowledge distillation) for Lightning."""
 
-from lightning_advkd.callbacks import (
-    AdversarialSamples,
-    DiscriminatorRegularizer,
-    DiscriminatorStepInputs,
-    InstanceNoise,
-    LabelSmoothing,
-    R1Penalty,
-    WeightPenalty,
-)
+from lightning_advkd.callbacks import AdversarialSamples, InstanceNoise, LabelSmoothing, R1Penalty, WeightPenalty
 from lightning_advkd.checkpoint_io import AtomicCheckpointIO, NonFiniteCheckpointError
 from lightning_advkd.collapse import CollapseGuard
 from lightning_advkd.data._base import AugmentedViews, ViewSampler, view_loader
@@ -17,6 +9,7 @@ from lightning_advkd.export import load_student_state_dict
 from lightning_advkd.features import FeatureTap, FeatureTapError
 from lightning_advkd.fingerprint import teacher_fingerprint
 from lightning_advkd.module import AdversarialDistillation, NonFiniteLossError
+from lightning_advkd.regularizer import DiscriminatorRegularizer, DiscriminatorStepInputs
 from lightning_advkd.schedules import ConstantSchedule, LinearDecay, LinearWarmup, StepSchedule
 from lightning_advkd.teacher_cache import TeacherOutputCache
 from lightning_advkd.teacher_student import TeacherStudentModule

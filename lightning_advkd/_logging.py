@@ -5,9 +5,17 @@ from __future__ import annotations
 import lightning as L
 
 
-def is_logging_step(trainer: L.Trainer) -> bool:
-    """True on the steps whose logged values the Trainer writes (every ``log_every_n_steps`` batches).
+def is_logging_step(trainer: L.Trainer, batches_trained: int) -> bool:
+    """True on the training batches whose logged values the Trainer writes.
 
-    Uses the logger connector's own test (private API) so the two can never disagree.
+    The Trainer writes every ``log_every_n_steps`` batches counted over the whole fit (and when it stops); the caller
+    passes its own count of the batches finished before this one, kept across epochs and resumes, as the module's
+    ``batches_trained``.
+
+    Example:
+        >>> trainer = L.Trainer(log_every_n_steps=50, logger=False)
+        >>> is_logging_step(trainer, 48), is_logging_step(trainer, 49)
+        (False, True)
     """
-    return trainer._logger_connector.should_update_logs
+    every = trainer.log_every_n_steps
+    return every > 0 and ((batches_trained + 1) % every == 0 or trainer.should_stop)

@@ -2,156 +2,32 @@
 
 A regularizer keeps the discriminator from becoming trivially strong without shrinking or weakening the network
 itself. Attach any number of them to the ``Trainer`` that fits an :class:`~lightning_advkd.AdversarialDistillation`;
-with none attached, the module trains the unregularized baseline. The math lives in :mod:`lightning_advkd.functional`.
-
-Each regularizer has a *strength*: ``weight * schedule(discriminator_step) * adaptive_multiplier``. For the additive
-penalties it is the penalty's weight; for :class:`LabelSmoothing` the amount taken off the teacher label; for
-:class:`InstanceNoise` the noise's standard deviation. In adaptive mode the multiplier grows by ``adaptive_factor``
-after every discriminator step whose accuracy (averaged over all processes) is above ``adaptive_threshold`` and
-shrinks back towards 1 otherwise, capped at ``adaptive_max``.
+with none attached, the module trains the unregularized baseline. The contract they implement (strength, schedule,
+adaptive mode, checkpointed state) is :class:`~lightning_advkd.regularizer.DiscriminatorRegularizer`; the math lives
+in :mod:`lightning_advkd.functional`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
-from lightning.pytorch.callbacks import Callback
-from torch import Tensor, nn
+from torch import Tensor
 from typing_extensions import override
 
 from lightning_advkd import functional as AF
-from lightning_advkd._logging import is_logging_step
 from lightning_advkd.functional import WeightNorm
+from lightning_advkd.regularizer import DiscriminatorRegularizer, DiscriminatorStepInputs, Schedule
 
-Schedule = Callable[[int], float]
-
-
-@dataclass
-class DiscriminatorStepInputs:
-    """What a regularizer sees of one discriminator update.
-
-    Attributes:
-        discriminator: the discriminator being trained.
-        real: teacher features as shown to the discriminator.
-        fake: adapted student features, detached, as shown to the discriminator.
-        perturbed_fake: adapted adversarial samples (dropout on student features), detached.
-        real_logits: discriminator output on ``real``.
-        fake_logits: discriminator output on ``fake``.
-    """
-
-    discriminator: nn.Module
-    real: Tensor
-    fake: Tensor
-    perturbed_fake: Tensor
-    real_logits: Tensor
-    fake_logits: Tensor
-
-
-class DiscriminatorRegularizer(Callback):
-    """Base class of the discriminator regularizers: strength schedule, adaptive mode and checkpointed state.
-
-    Subclasses override one or more of :meth:`transform_inputs`, :meth:`real_target` and :meth:`penalty`.
-
-    Args:
-        weight: base strength.
-        schedule: a callable ``discriminator_step -> factor`` (see :mod:`lightning_advkd.schedules`); constant if
-            ``None``.
-        adaptive_threshold: discriminator accuracy above which the strength grows; ``None`` disables adaptive mode.
-        adaptive_factor: multiplicative change of the adaptive multiplier per discriminator step.
-        adaptive_max: upper bound of the adaptive multiplier.
-
-    Raises:
-        ValueError: on a negative weight, a threshold outside ``(0.5, 1)``, a factor not above 1, or a max below 1.
-    """
-
-    name: str = "regularizer"
-    requires_real_grad: bool = False
-
-    def __init__(
-        self,
-        weight: float = 1.0,
-        schedule: Schedule | None = None,
-        adaptive_threshold: float | None = None,
-        adaptive_factor: float = 1.05,
-        adaptive_max: float = 100.0,
-    ) -> None:
-        if weight < 0:
-            raise ValueError(f"{type(self).__name__}: weight must be >= 0, got {weight}")
-        if adaptive_threshold is not None and not 0.5 < adaptive_threshold < 1.0:
-            raise ValueError(
-                f"{type(self).__name__}: adaptive_threshold is a discriminator accuracy in (0.5, 1), got "
-                f"{adaptive_threshold}; use e.g. 0.8, or None to disable adaptive mode"
-            )
-        if adaptive_factor <= 1.0:
-            raise ValueError(f"{type(self).__name__}: adaptive_factor must be > 1, got {adaptive_factor}")
-        if adaptive_max < 1.0:
-            raise ValueError(f"{type(self).__name__}: adaptive_max must be >= 1, got {adaptive_max}")
-        self.weight = weight
-        self.schedule = schedule
-        self.adaptive_threshold = adaptive_threshold
-        self.adaptive_factor = adaptive_factor
-        self.adaptive_max = adaptive_max
-        self.multiplier = 1.0
-        self.step = 0
-
-    @property
-    @override
-    def state_key(self) -> str:
-        return self._generate_state_key(weight=self.weight, schedule=repr(self.schedule), **self._state_key_extra())
-
-    def _state_key_extra(self) -> dict[str, Any]:
-        return {}
-
-    def strength(self) -> float:
-        """Current strength: weight x schedule factor x adaptive multiplier."""
-        factor = self.schedule(self.step) if self.schedule is not None else 1.0
-        return self.weight * factor * self.multiplier
-
-    def transform_inputs(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
-        """Change the features shown to the discriminator (identity by default)."""
-        return real, fake
-
-    def real_target(self) -> float:
-        """Target label of teacher features (1 by default)."""
-        return 1.0
-
-    def penalty(self, inputs: DiscriminatorStepInputs) -> Tensor | None:
-        """A weighted term added to the discriminator loss, or ``None``."""
-        return None
-
-    def on_discriminator_step(self, trainer: L.Trainer, step: int, discriminator_accuracy: Tensor) -> None:
-        """Called by the module after each D update with its discriminator-step counter and D's batch accuracy.
-
-        Moves the schedule to ``step`` and, in adaptive mode, updates the multiplier from the accuracy averaged over
-        all processes (so every replica applies the same strength).
-        """
-        self.step = step
-        if self.adaptive_threshold is None:
-            return
-        accuracy = float(trainer.strategy.reduce(discriminator_accuracy.detach(), reduce_op="mean"))
-        if accuracy > self.adaptive_threshold:
-            self.multiplier = min(self.multiplier * self.adaptive_factor, self.adaptive_max)
-        else:
-            self.multiplier = max(self.multiplier / self.adaptive_factor, 1.0)
-
-    @override
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if is_logging_step(trainer):
-            pl_module.log(f"train/reg/{self.name}_strength", self.strength(), on_step=True, on_epoch=False)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"multiplier": self.multiplier, "step": self.step}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.multiplier = float(state_dict["multiplier"])
-        self.step = int(state_dict["step"])
+__all__ = [
+    "AdversarialSamples",
+    "DiscriminatorRegularizer",
+    "DiscriminatorStepInputs",
+    "InstanceNoise",
+    "LabelSmoothing",
+    "R1Penalty",
+    "Schedule",
+    "WeightPenalty",
+]
 
 
 class AdversarialSamples(DiscriminatorRegularizer):

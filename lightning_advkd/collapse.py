@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
-from lightning_advkd.callbacks import DiscriminatorRegularizer
+from lightning_advkd.regularizer import DiscriminatorRegularizer
 
 Action = Literal["warn", "strengthen", "stop"]
 
@@ -26,7 +26,7 @@ class CollapseGuard(Callback):
       drops more than ``max_drop`` below its best value for ``patience_epochs`` validation runs in a row.
 
     Actions: ``"warn"`` logs a warning; ``"strengthen"`` multiplies the strength of every attached
-    :class:`~lightning_advkd.callbacks.DiscriminatorRegularizer` by ``strengthen_factor`` (and warns);
+    :class:`~lightning_advkd.regularizer.DiscriminatorRegularizer` by ``strengthen_factor`` (and warns);
     ``"stop"`` ends training with the reason in the log and in :attr:`reason`. Each symptom acts once per episode:
     it re-arms when the symptom clears.
 
@@ -135,7 +135,7 @@ class CollapseGuard(Callback):
         if self.action == "strengthen":
             regularizers = [cb for cb in trainer.callbacks if isinstance(cb, DiscriminatorRegularizer)]
             for regularizer in regularizers:
-                regularizer.multiplier *= self.strengthen_factor
+                regularizer.strengthen(self.strengthen_factor)
             names = [r.name for r in regularizers] or ["none attached: nothing to strengthen"]
             rank_zero_warn(f"CollapseGuard: {symptom}; regularizer strength x{self.strengthen_factor} ({names})")
             return

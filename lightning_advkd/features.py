@@ -118,7 +118,8 @@ def pool_features(features: Tensor) -> Tensor:
 class FeatureTap:
     """Reads the input or output of one named layer during a forward pass, through a forward hook.
 
-    The hook records only inside :meth:`capture`, so ordinary calls of the network are untouched and hold no memory.
+    The hook exists only inside :meth:`capture`: outside it the network carries no hook of this package, so ordinary
+    calls, copies, pickling and export see the user's network exactly as it was.
 
     Args:
         model: the network to read from.
@@ -143,26 +144,25 @@ class FeatureTap:
         self.role = role
         self.pool = pool
         name, self.reads_input = parse_tap(self.tap)
-        self._active = False
+        self._layer_name = name
+        self._model = model
         self._value: Tensor | None = None
-        self._handle = find_module(model, name, role).register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        if self._active:
-            self._value = first_tensor(inputs if self.reads_input else output)
+        self._value = first_tensor(inputs if self.reads_input else output)
 
     @contextmanager
     def capture(self) -> Iterator[None]:
-        """Record the tapped tensor during the forward passes inside this block."""
-        self._active, self._value = True, None
+        """Record the tapped tensor during the forward passes inside this block (the hook lives only here)."""
+        self._value = None
+        handle = find_module(self._model, self._layer_name, self.role).register_forward_hook(self._hook)
         try:
             yield
         finally:
-            self._active = False
+            handle.remove()
 
     def remove(self) -> None:
-        """Detach the forward hook from the network."""
-        self._handle.remove()
+        """Nothing to detach: kept for compatibility, the hook never outlives :meth:`capture`."""
 
     def pop(self) -> Tensor:
         """Return the tensor recorded by the last :meth:`capture` (pooled if ``pool``) and forget it."""

@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics.classification import BinaryAccuracy
@@ -18,10 +18,10 @@ from typing_extensions import override
 
 from lightning_advkd import functional as AF
 from lightning_advkd._logging import is_logging_step
-from lightning_advkd.callbacks import DiscriminatorRegularizer, DiscriminatorStepInputs
 from lightning_advkd.discriminator import MLPDiscriminator
 from lightning_advkd.features import make_adapter
 from lightning_advkd.functional import GAN_LOSSES, DataTerm, GanLoss
+from lightning_advkd.regularizer import DiscriminatorRegularizer, DiscriminatorStepInputs
 from lightning_advkd.teacher_student import TeacherStudentModule
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
@@ -215,6 +215,7 @@ class AdversarialDistillation(TeacherStudentModule):
         self.discriminator_step = 0
         self._regularizers: list[DiscriminatorRegularizer] = []
         self._batch_idx = 0
+        self.batches_trained = 0  # over the whole fit, checkpointed: when per-step metrics are written
         self.discriminator_accuracy: Tensor | None = None  # of the last update, for the regularizers and guards
         self.val_metrics = self._make_metrics("val/", _discriminator_metrics())
         self.test_metrics = self._make_metrics("test/", _discriminator_metrics())
@@ -260,16 +261,9 @@ class AdversarialDistillation(TeacherStudentModule):
     # ------------------------------------------------------------------ training
 
     @override
-    def setup(self, stage: str) -> None:
-        strategy = self.trainer.strategy
-        # Alternating updates leave one network without gradients in every backward; plain DDP then fails with
-        # "parameters that were not used in producing the loss" (Lightning's GAN example has the same problem).
-        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
-            strategy._ddp_kwargs["find_unused_parameters"] = True
-            rank_zero_info("lightning_advkd: DDP set to find_unused_parameters=True for the alternating updates")
-
-    @override
     def on_fit_start(self) -> None:
+        super().on_fit_start()
+        _check_ddp_finds_unused_parameters(self.trainer.strategy.model)
         self._regularizers = [cb for cb in self.trainer.callbacks if isinstance(cb, DiscriminatorRegularizer)]
         if self.hparams.gan_loss == "hinge" and any(r.real_target() != 1.0 for r in self._regularizers):
             raise ValueError(
@@ -452,7 +446,11 @@ class AdversarialDistillation(TeacherStudentModule):
             )
 
     def _should_log(self) -> bool:
-        return is_logging_step(self.trainer)
+        return is_logging_step(self.trainer, self.batches_trained)
+
+    @override
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.batches_trained += 1
 
     def _log_terms(self, network: str, terms: dict[str, Tensor], total: Tensor) -> None:
         values = {f"train/loss/{network}_{name}": value.detach() for name, value in terms.items()}
@@ -518,12 +516,17 @@ class AdversarialDistillation(TeacherStudentModule):
 
     @override
     def _extra_checkpoint_state(self) -> dict[str, Any]:
-        return {"student_step": self.student_step, "discriminator_step": self.discriminator_step}
+        return {
+            "student_step": self.student_step,
+            "discriminator_step": self.discriminator_step,
+            "batches_trained": self.batches_trained,
+        }
 
     @override
     def _load_extra_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.student_step = int(state["student_step"])
         self.discriminator_step = int(state["discriminator_step"])
+        self.batches_trained = int(state.get("batches_trained", self.student_step))
 
 
 # ---------------------------------------------------------------------- module-level helpers
@@ -567,6 +570,17 @@ def _check_options(
         raise ValueError(f"discriminator_input must be 'features' or 'logits', got {discriminator_input!r}")
     if gan_loss not in GAN_LOSSES:
         raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}")
+
+
+def _check_ddp_finds_unused_parameters(model: nn.Module | None) -> None:
+    """Alternating updates leave one network without gradients in every backward: DDP must allow that."""
+    if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
+        raise ValueError(
+            "AdversarialDistillation alternates student and discriminator updates, so each backward leaves one network "
+            "without gradients, which DDP refuses unless it looks for unused parameters. Use "
+            "strategy='ddp_find_unused_parameters_true' (or 'ddp_spawn_find_unused_parameters_true', "
+            "'ddp_fork_find_unused_parameters_true'), or DDPStrategy(find_unused_parameters=True)."
+        )
 
 
 def _build_discriminator(discriminator: nn.Module | DiscriminatorFactory | None, width: int) -> nn.Module:

@@ -83,6 +83,7 @@ class TeacherStudentModule(L.LightningModule):
         if self.num_classes is None:
             raise ValueError("cannot tell the number of classes: pass num_classes= or input_shape=")
         self._fingerprint: str | None = None
+        self._rng_state_to_restore: dict[str, Any] | None = None
         self._cache_key_checked = False
 
     # ------------------------------------------------------------------ construction
@@ -230,22 +231,25 @@ class TeacherStudentModule(L.LightningModule):
             self._fingerprint = fingerprint
         self._load_extra_checkpoint_state(saved)
         if saved.get("rng") is not None and self.restore_rng_state:
-            set_rng_state(saved["rng"])
+            self._rng_state_to_restore = saved["rng"]  # applied when a fit resumes, never on a plain load
+
+    @override
+    def on_fit_start(self) -> None:
+        # After the checkpoint is restored, before the first data iterator is made: only a resumed fit reseeds.
+        if self._rng_state_to_restore is not None and self.trainer.ckpt_path is not None:
+            set_rng_state(self._rng_state_to_restore)
+        self._rng_state_to_restore = None
 
     # ------------------------------------------------------------------ export
 
     def export_student(self) -> nn.Module:
-        """A standalone copy of the trained student in eval mode, with this package's feature hook removed.
+        """A standalone copy of the trained student in eval mode.
 
-        The copy references no class of ``lightning_advkd`` (unless the student's own architecture does), so it can
-        be pickled, scripted or traced and used without this package.
+        Feature taps hook the student only while features are read, so the copy carries no hook and references no
+        class of ``lightning_advkd`` (unless the student's own architecture does): it can be pickled, traced or
+        exported and used without this package.
         """
-        exported = copy.deepcopy(self.student).eval()
-        for module in exported.modules():
-            for key, hook in list(module._forward_hooks.items()):
-                if isinstance(getattr(hook, "__self__", None), FeatureTap):
-                    del module._forward_hooks[key]
-        return exported
+        return copy.deepcopy(self.student).eval()
 
 
 def _forward_with_tap(model: nn.Module, tap: FeatureTap, inputs: Tensor) -> tuple[Tensor, Tensor]:

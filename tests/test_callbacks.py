@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 from test_module import build, fit
-from tiny_networks import make_loader
+from tiny_networks import make_loader, make_networks
 
 from lightning_advkd import (
     AdversarialSamples,
@@ -138,3 +138,15 @@ def test_every_regularizer_together_in_training():
 def test_bad_arguments_name_the_fix(factory, message):
     with pytest.raises(ValueError, match=message):
         factory()
+
+
+def test_a_regularizer_on_a_module_without_discriminator_is_an_error_before_training():
+    from lightning_advkd.distillation import KnowledgeDistillation
+
+    module = KnowledgeDistillation(*make_networks())
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[R1Penalty()]
+    )
+    with pytest.raises(TypeError, match="R1Penalty regularizes a discriminator, but KnowledgeDistillation has none"):
+        trainer.fit(module, make_loader())
+    assert trainer.global_step == 0

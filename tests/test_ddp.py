@@ -1,4 +1,4 @@
-"""DDP with two optimizers on CPU (gloo): replicas stay identical with no unused-parameter setting by the user.
+"""DDP with two optimizers on CPU (gloo): replicas stay identical; DDP that refuses unused parameters is a clear error.
 
 Plain ``strategy="ddp"`` re-launches the current command line as rank 1, so it never runs inside the pytest process:
 it runs in a subprocess script. ``ddp_spawn`` runs in-process with module-level (picklable) objects.
@@ -34,8 +34,15 @@ def assert_identical_and_trained(out_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_ddp_spawn_keeps_replicas_identical(tmp_path):
-    run(str(tmp_path), "ddp_spawn")
+    run(str(tmp_path), "ddp_spawn_find_unused_parameters_true")
     assert_identical_and_trained(tmp_path)
+
+
+def test_ddp_that_refuses_unused_parameters_fails_before_training_naming_the_strategy(tmp_path):
+    # the forked rank's ValueError reaches the parent inside a ProcessRaisedException that quotes it
+    with pytest.raises(torch.multiprocessing.ProcessRaisedException, match=r"ValueError: .*DDP refuses unless"):
+        run(str(tmp_path), "ddp_fork")
+    assert not list(tmp_path.glob("end_rank*.pt"))
 
 
 @pytest.mark.slow
@@ -45,7 +52,7 @@ def test_plain_ddp_in_a_subprocess_keeps_replicas_identical(tmp_path):
         "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
     }
     result = subprocess.run(
-        [sys.executable, str(TESTS / "ddp_replicas.py"), str(tmp_path), "ddp"],
+        [sys.executable, str(TESTS / "ddp_replicas.py"), str(tmp_path), "ddp_find_unused_parameters_true"],
         env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
