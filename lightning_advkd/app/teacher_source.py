@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -23,15 +22,7 @@ from lightning_advkd.app.compat import DatasetShape
 from lightning_advkd.app.config import build, merged, plain
 from lightning_advkd.app.loggers import instantiate_loggers, log_config
 from lightning_advkd.app.results import summarize, trainer_metrics
-from lightning_advkd.app.teachers import (
-    MissingTeacherError,
-    cached_teacher_path,
-    load_teacher,
-    read_teacher_meta,
-    recipe_key,
-    save_teacher,
-    teacher_recipe,
-)
+from lightning_advkd.app.teachers import cached_teacher, cached_teacher_path, load_teacher, recipe_key, teacher_recipe
 
 log = logging.getLogger("lightning_advkd.train")
 
@@ -78,25 +69,30 @@ def obtain_teacher(
     )
     key = recipe_key(recipe)
     path = cached_teacher_path(cfg.paths.cache_dir, cfg.pair.teacher.model.name, key)
-    if path.is_file() and not training.get("retrain", False):
-        log.info("Using the cached teacher %s", path)
-        load_teacher(teacher, path, how_to_train=how_to_train)
-        return teacher.eval(), {"source": "cache", "path": str(path), "key": key, **read_teacher_meta(path)}
-    if not allow_training:
-        raise MissingTeacherError(
-            f"no cached teacher for this dataset, architecture, recipe and seed (expected {path}). Train it with the "
-            f"same overrides as the run that made the checkpoint:\n  {how_to_train} ...\nor give "
-            "pair.teacher.checkpoint=<file>."
-        )
-    log.info("Training the teacher %s with labels (cached afterwards as %s)", cfg.pair.teacher.model.name, path)
-    started = time.perf_counter()
-    val_acc = _train_teacher(cfg, teacher, dm_cfg, trainer_cfg, num_classes, output_dir, loggers)
-    meta = {"key": key, "recipe": recipe, "val_acc": val_acc, "train_seconds": time.perf_counter() - started}
-    log.info("Teacher trained in %.0f s", meta["train_seconds"])
-    if training.get("cache", True) and rank_zero_only.rank == 0:
-        save_teacher(teacher, path, meta)
-        log.info("Teacher cached at %s (val acc %s)", path, f"{val_acc:.4f}" if val_acc is not None else "n/a")
-    return teacher.eval(), {"source": "trained", "path": str(path) if training.get("cache", True) else None, **meta}
+    save = bool(training.get("cache", True))
+
+    def train(model: nn.Module) -> dict[str, Any]:
+        log.info("Training the teacher %s with labels (cached afterwards as %s)", cfg.pair.teacher.model.name, path)
+        started = time.perf_counter()
+        val_acc = _train_teacher(cfg, model, dm_cfg, trainer_cfg, num_classes, output_dir, loggers)
+        meta = {"key": key, "recipe": recipe, "val_acc": val_acc, "train_seconds": time.perf_counter() - started}
+        log.info("Teacher trained in %.0f s (val acc %s)", meta["train_seconds"], val_acc)
+        return meta
+
+    teacher, meta, trained = cached_teacher(
+        teacher,
+        path,
+        train if allow_training else None,
+        how_to_train=f"{how_to_train} ...",
+        retrain=bool(training.get("retrain", False)),
+        save=save and allow_training,  # no lock file (nor folder) for a run that may not train
+    )
+    if not trained:
+        log.info("Used the cached teacher %s", path)
+        return teacher.eval(), {"source": "cache", "path": str(path), "key": key, **meta}
+    if save:
+        log.info("Teacher cached at %s", path)
+    return teacher.eval(), {"source": "trained", "path": str(path) if save else None, **meta}
 
 
 def teacher_task(cfg: DictConfig, shape: DatasetShape, num_classes: int, output_dir: Path) -> dict[str, float]:
