@@ -155,10 +155,14 @@ def _tensors(loader: DataLoader, shuffle_free: bool = False) -> TensorDataset:
 
 
 def teacher_path(pair: Pair, args: argparse.Namespace) -> Path:
-    recipe = {"arch": pair.teacher, "epochs": pair.teacher_epochs, "lr": 0.1, "batch": 128, "augment": True,
+    recipe = {"arch": pair.teacher, "epochs": teacher_epochs(pair, args), "lr": 0.1, "batch": 128, "augment": True,
               "val_size": args.val_size, "split_seed": args.split_seed}  # fmt: skip
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     return args.cache_dir / f"fmnist-teacher-{pair.teacher}-{key}.pt"
+
+
+def teacher_epochs(pair: Pair, args: argparse.Namespace) -> int:
+    return args.teacher_epochs or pair.teacher_epochs
 
 
 def train_teacher(pair: Pair, args: argparse.Namespace) -> nn.Module:
@@ -173,12 +177,12 @@ def train_teacher(pair: Pair, args: argparse.Namespace) -> nn.Module:
     module = SupervisedClassifier(teacher, NUM_CLASSES, lr=0.1, milestones=(0.5, 0.75), channels_last=True)
     start = time.time()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=pair.teacher_epochs, logger=False, enable_checkpointing=False,
+        accelerator="cpu", devices=1, max_epochs=teacher_epochs(pair, args), logger=False, enable_checkpointing=False,
         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0,
         default_root_dir=args.cache_dir,
     )  # fmt: skip
     trainer.fit(module, data)
-    print(f"teacher {pair.teacher}: {pair.teacher_epochs} epochs in {time.time() - start:.0f} s", flush=True)
+    print(f"teacher {pair.teacher}: {teacher_epochs(pair, args)} epochs in {time.time() - start:.0f} s", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".tmp")
     torch.save(teacher.state_dict(), partial)
@@ -323,14 +327,20 @@ def work(args: argparse.Namespace, worker: int, workers: int) -> None:
     torch.set_num_threads(args.threads)
     data = datasets(args)
     runs_file = args.out / "runs.jsonl"
-    done = {(r["pair"], r["row_key"], r["seed"]) for r in load_runs(runs_file) if r["epochs"] == args.epochs}
+    done = {
+        (r["pair"], r["row_key"], r["seed"])
+        for r in load_runs(runs_file)
+        if r["epochs"] == args.epochs and r["train_size"] == len(data["train"])
+    }
     pending = [p for p in plan(args) if (p[0], p[2].key(), p[3]) not in done]
+    pending.sort(key=lambda p: (args.pairs.index(p[0]), p[3]))  # seed by seed: every row gets seeds evenly
     caches: dict[str, dict] = {}
     for pair, method, row, seed, twin_of in pending[worker::workers]:
         if pair not in caches:
             caches[pair] = build_caches(train_teacher(PAIRS[pair], args), data, args)
         result = run_one(pair, method, row, seed, caches[pair], args)
         result["twin_of"] = twin_of
+        result["command"] = " ".join(["python", "benchmarks/discriminator_study.py", *args.argv])
         append_run(runs_file, result)
         print(f"[{worker}] {pair} {method:>22} seed {seed}: val {100 * result['val_acc']:.2f} test "
               f"{100 * result['test_acc']:.2f} ({result['seconds']:.0f} s)", flush=True)  # fmt: skip
@@ -385,10 +395,12 @@ def paired(runs: list[dict], pair: str, method: str, other: str, key: str = "tes
 
 
 def twin_name(runs: list[dict], pair: str, method: str) -> str | None:
-    for r in runs:
-        if r["pair"] == pair and method in r.get("twin_of", []):
-            return r["method"]
-    return None
+    """The method name under which ``method``'s discriminator-off twin ran (shared twins run once)."""
+    row = ROWS.get(method)
+    if row is None or not row.adversarial:
+        return None
+    key = row.twin().key()
+    return next((r["method"] for r in runs if r["pair"] == pair and r["row_key"] == key), None)
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -438,7 +450,7 @@ def write_outputs(runs: list[dict], args: argparse.Namespace, teachers: dict[str
             writer.writerow({**row, **{k: _fmt_diff(row[k]) for k in fields if k.startswith(("vs_", "val_vs_"))}})
     lines = [
         f"# Does the discriminator help? ({args.out.name})", "",
-        f"Command: `{' '.join(['python', 'benchmarks/discriminator_study.py', *args.argv])}`  ",
+        "Commands: " + ", ".join(f"`{c}`" for c in sorted({r["command"] for r in runs})) + "  ",
         f"{len(runs)} runs of `runs.jsonl`, {sum(r['seconds'] for r in runs) / 3600:.1f} h of single-threaded "
         f"training. Fashion-MNIST: {args.val_size:,} validation images carved from the training set (split seed "
         f"{args.split_seed}), test set read once per run after the last epoch; students: SGD lr {args.lr} momentum "
@@ -529,6 +541,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--train-size", type=int, default=0, help="use only the first N training images (0: all)")
     parser.add_argument("--val-size", type=int, default=5000)
+    parser.add_argument("--teacher-epochs", type=int, default=0, help="override the pairs' teacher budget (0: keep)")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--clip", type=float, default=5.0, help="student gradient-norm clipping, every method")
@@ -545,10 +558,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(ROWS)} or the sets {list(ROW_SETS)}")
     if args.quick:
-        args.seeds, args.epochs, args.train_size = [0], 2, 4000
+        args.seeds, args.epochs, args.train_size, args.teacher_epochs = [0], 2, 4000, 1
         args.study = f"{args.study}_quick"
     args.out = HERE / "results" / args.study
-    args.argv = argv
+    args.argv = [a for i, a in enumerate(argv) if "--worker" not in (a, argv[i - 1] if i else "")]
     return args
 
 
