@@ -29,9 +29,11 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from lightning_advkd.app.callback_list import instantiate_callbacks
+from lightning_advkd.app.checkpoints import PREEMPTED_EXIT_CODE
 from lightning_advkd.app.compat import DatasetShape, check_compatibility
 from lightning_advkd.app.config import CONF_DIR, SEARCH_PATH, build, pair_input_sizes, plain, save_resolved_config
 from lightning_advkd.app.data import with_teacher_outputs
@@ -58,7 +60,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Run the job the composed ``cfg`` describes (:func:`train`), and always finish its W&B run.
 
     The W&B run (if any) is finished whatever happens, with a failing exit code when the job raises, so every job of a
-    sweep gets its own complete run.
+    sweep gets its own complete run. A job stopped by SIGTERM (a scheduler's preemption) exits with status 143, never 0,
+    after ``last.ckpt`` was saved (:class:`~lightning_advkd.app.checkpoints.PreemptionCheckpoint`).
 
     Returns:
         The final metrics (``test/...`` and the last ``val/...``) as floats.
@@ -70,6 +73,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics = train(cfg)
         exit_code = 0
         return metrics
+    except SIGTERMException as err:  # Lightning's SystemExit, status 0 unless a callback set one
+        exit_code = PREEMPTED_EXIT_CODE
+        raise SystemExit(PREEMPTED_EXIT_CODE) from err
     finally:
         sync_hint = finish_wandb(exit_code)
         if sync_hint and rank_zero_only.rank == 0:
