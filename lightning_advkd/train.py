@@ -10,6 +10,7 @@ Tasks (``task=``):
         student with ``method=``, test both, print and save the summary. ``ckpt_path=`` resumes a distillation run.
     teacher: train (or find in the cache) the teacher only, test it, print where it is saved.
     evaluate: test the distillation checkpoint ``ckpt_path=`` against its teacher, with the summary.
+    export: write the student of ``ckpt_path=`` as safetensors, a state_dict and ONNX (checked against onnxruntime).
 
 Examples:
     advkd-train                                          # the main job
@@ -37,6 +38,7 @@ from lightning_advkd.app.checkpoints import PREEMPTED_EXIT_CODE
 from lightning_advkd.app.compat import DatasetShape, check_compatibility
 from lightning_advkd.app.config import CONF_DIR, SEARCH_PATH, build, pair_input_sizes, plain, save_resolved_config
 from lightning_advkd.app.data import with_teacher_outputs
+from lightning_advkd.app.export_task import export_task
 from lightning_advkd.app.launch import check_launch
 from lightning_advkd.app.loggers import instantiate_loggers, log_config, log_student_artifact
 from lightning_advkd.app.results import best_checkpoint, complete_metrics, save_student, summarize, trainer_metrics
@@ -45,7 +47,7 @@ from lightning_advkd.app.wandb_setup import finish_wandb, register_resolvers
 
 log = logging.getLogger("lightning_advkd.train")
 
-TASKS = ("distill", "teacher", "evaluate")
+TASKS = ("distill", "teacher", "evaluate", "export")
 
 register_resolvers()
 
@@ -116,6 +118,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     num_classes = int(cfg.pair.get("num_classes") or shape.num_classes)
     if task == "teacher":
         return teacher_task(cfg, shape, num_classes, output_dir)
+    if task == "export":
+        return export_task(cfg, shape, num_classes, output_dir)
     student = build_network(cfg, "student", num_classes, shape)  # first: the same weights whatever the teacher's source
     teacher, teacher_info = obtain_teacher(cfg, shape, num_classes, output_dir, allow_training=task == "distill")
     ckpt_path = _checkpoint_to_test(cfg) if task == "evaluate" else cfg.get("ckpt_path")
