@@ -1,4 +1,6 @@
-"""Where a run's teacher comes from: ``pair.teacher.checkpoint``, else the teacher cache, else trained now and cached.
+"""Where a run's teacher comes from: ``pair.teacher.checkpoint``, else the reference teacher shipped for the pair
+(``pair.teacher.reference``, when the run's dataset is the one it was trained on and ``teacher_training.retrain`` is
+off), else the teacher cache, else trained now and cached.
 
 The cache itself (keys, files, loading) is :mod:`lightning_advkd.app.teachers`; this module decides which source a run
 uses, trains a missing teacher with ``teacher_training``, and tests a teacher for ``task=teacher``.
@@ -22,7 +24,16 @@ from lightning_advkd.app.compat import DatasetShape
 from lightning_advkd.app.config import build, merged, plain
 from lightning_advkd.app.loggers import instantiate_loggers, log_config
 from lightning_advkd.app.results import summarize, trainer_metrics
-from lightning_advkd.app.teachers import cached_teacher, cached_teacher_path, load_teacher, recipe_key, teacher_recipe
+from lightning_advkd.app.teachers import (
+    ReferenceTeacher,
+    cached_teacher,
+    cached_teacher_path,
+    load_reference_teacher,
+    load_teacher,
+    recipe_key,
+    reference_teacher,
+    teacher_recipe,
+)
 
 log = logging.getLogger("lightning_advkd.train")
 
@@ -55,6 +66,18 @@ def obtain_teacher(
         log.info("Loading the teacher from %s", given)
         load_teacher(teacher, given, how_to_train=how_to_train)
         return teacher.eval(), {"source": "checkpoint", "path": str(given)}
+    reference = _usable_reference(cfg, shape, num_classes)
+    if reference is not None:
+        load_reference_teacher(teacher, reference)
+        log.info(
+            "Using the reference teacher %s shipped with the package (%s, %.2f %% test accuracy, sha256 verified); "
+            "teacher_training.retrain=true trains one instead",
+            reference.name,
+            reference.path,
+            100 * reference.meta["test_acc"],
+        )
+        info = {k: reference.meta.get(k) for k in ("name", "sha256", "test_acc", "command", "recipe")}
+        return teacher.eval(), {"source": "reference", "path": str(reference.path), **info}
     training = cfg.teacher_training
     dm_cfg = merged(cfg.dataset.datamodule, training.get("datamodule"))
     trainer_cfg = merged(cfg.trainer, training.get("trainer"))
@@ -118,6 +141,28 @@ def teacher_task(cfg: DictConfig, shape: DatasetShape, num_classes: int, output_
                 info["path"],
             )
     return metrics
+
+
+def _usable_reference(cfg: DictConfig, shape: DatasetShape, num_classes: int) -> ReferenceTeacher | None:
+    """The pair's reference teacher when it fits this run, else ``None`` (the reason logged)."""
+    name = cfg.pair.teacher.get("reference")
+    if not name:
+        return None
+    if cfg.teacher_training.get("retrain", False):
+        log.info("teacher_training.retrain=true: training a teacher instead of the reference teacher %s", name)
+        return None
+    reference = reference_teacher(str(name))
+    why = reference.mismatch(
+        dataset=cfg.dataset.name,
+        model=plain(cfg.pair.teacher.model),
+        num_classes=num_classes,
+        in_chans=shape.in_chans,
+        datamodule=build("datamodule", cfg.dataset.datamodule),
+    )
+    if why:
+        log.info("Not using the reference teacher %s: %s", name, why)
+        return None
+    return reference
 
 
 def _train_teacher(

@@ -16,6 +16,7 @@ concurrent runs that need the same missing teacher train it once while the other
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,13 +29,23 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from lightning_advkd._atomic import CorruptFileError, checksum_path, file_lock, quarantine, verify, write_atomic
+from lightning_advkd._atomic import (
+    CorruptFileError,
+    checksum_path,
+    file_lock,
+    quarantine,
+    sha256_file,
+    verify,
+    write_atomic,
+)
 from lightning_advkd.app.compat import IncompatibleConfigError
 from lightning_advkd.models import CheckpointMismatchError, load_weights
 from lightning_advkd.supervised import MODEL_PREFIX
 
 log = logging.getLogger(__name__)
 
+#: Where the reference teachers shipped with the package live (package data): ``<name>.json`` beside its weights.
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: Key of the recipe and results inside a cached teacher checkpoint.
 TEACHER_META_KEY = "lightning_advkd_teacher"
 #: Bump when the meaning of a recipe changes, so old cache entries are not reused.
@@ -63,6 +74,104 @@ TRAINER_RESULT_KEYS = (
 
 class MissingTeacherError(FileNotFoundError):
     """The teacher checkpoint a run needs does not exist."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceTeacher:
+    """A trained teacher shipped with the package, and what it is for (``lightning_advkd/weights/<name>.json``).
+
+    Attributes:
+        name: Its name (``pair.teacher.reference``).
+        path: The weights (a plain ``state_dict``).
+        sha256: The weights' SHA-256, verified before every load.
+        architecture: Registry name of the architecture.
+        num_classes: Classes it predicts.
+        in_chans: Input channels.
+        dataset: The dataset config's ``name``.
+        test_labels_sha256: Digest of the dataset's test labels (:func:`labels_digest`): it stands in for a
+            teacher trained on that data only when the run's data is the same.
+        meta: The whole metadata file (recipe, command, test accuracy).
+    """
+
+    name: str
+    path: Path
+    sha256: str
+    architecture: str
+    num_classes: int
+    in_chans: int
+    dataset: str
+    test_labels_sha256: str
+    meta: dict[str, Any]
+
+    def mismatch(
+        self, *, dataset: str, model: Mapping[str, Any], num_classes: int, in_chans: int, datamodule: Any
+    ) -> str:
+        """Why this teacher cannot serve a run (``""`` when it can): another dataset, architecture or data.
+
+        Args:
+            dataset: The run's dataset name.
+            model: The teacher's model config node (``name`` and keyword arguments; ``_target_`` ignored).
+            num_classes: Classes of the run.
+            in_chans: Input channels of the run.
+            datamodule: The run's datamodule, whose test labels must be those the teacher was tested on.
+        """
+        arch = {k: v for k, v in model.items() if k != "_target_"}
+        wanted = {"dataset": dataset, "architecture": arch, "num_classes": num_classes, "in_chans": in_chans}
+        mine = {"dataset": self.dataset, "architecture": {"name": self.architecture}}
+        for key, value in wanted.items():
+            if mine.get(key, getattr(self, key)) != value:
+                return f"it is for {key} {mine.get(key, getattr(self, key))!r}, the run has {value!r}"
+        if labels_digest(datamodule) != self.test_labels_sha256:
+            return f"the data in {getattr(datamodule, 'data_dir', '?')} is not the {self.dataset} it was tested on"
+        return ""
+
+
+def reference_teacher(name: str) -> ReferenceTeacher:
+    """The reference teacher ``name`` shipped in ``lightning_advkd/weights``.
+
+    Raises:
+        ValueError: When no such teacher ships with the package (the message lists those that do).
+    """
+    meta_path = REFERENCE_DIR / f"{name}.json"
+    if not meta_path.is_file():
+        shipped = sorted(p.stem for p in REFERENCE_DIR.glob("*.json"))
+        raise ValueError(f"no reference teacher {name!r} ships with lightning_advkd; shipped: {shipped}")
+    meta = json.loads(meta_path.read_text())
+    fields = ("sha256", "architecture", "num_classes", "in_chans", "dataset", "test_labels_sha256")
+    return ReferenceTeacher(name=name, path=REFERENCE_DIR / meta["file"], meta=meta, **{k: meta[k] for k in fields})
+
+
+def load_reference_teacher(model: nn.Module, reference: ReferenceTeacher) -> nn.Module:
+    """Load the reference teacher's weights into ``model`` after checking the file's SHA-256.
+
+    Raises:
+        CorruptFileError: When the file's SHA-256 differs from the one recorded with it (damaged or replaced);
+            the message says how to get an intact copy or train a teacher instead.
+    """
+    found = sha256_file(reference.path)
+    if found != reference.sha256:
+        raise CorruptFileError(
+            reference.path,
+            f"has SHA-256 {found}, expected {reference.sha256}: the reference teacher is damaged or was replaced. "
+            "Reinstall lightning_advkd, or train a teacher instead with teacher_training.retrain=true.",
+        )
+    load_weights(model, reference.path)
+    return model
+
+
+def labels_digest(datamodule: Any) -> str | None:
+    """SHA-256 of a datamodule's test labels in order (``None`` when it cannot read them): identifies the data.
+
+    Reads the test set only (for Fashion-MNIST 10,000 images, a fraction of a second).
+    """
+    try:
+        datamodule.check_files()
+        targets = getattr(datamodule.load_test_dataset(), "targets", None)
+    except (OSError, ValueError, RuntimeError, NotImplementedError, AssertionError):
+        return None
+    if targets is None:
+        return None
+    return hashlib.sha256(torch.as_tensor(targets).to(torch.int64).numpy().tobytes()).hexdigest()
 
 
 def teacher_recipe(
@@ -252,12 +361,17 @@ def cached_teacher(
 
 
 __all__ = [
+    "REFERENCE_DIR",
     "MissingTeacherError",
+    "ReferenceTeacher",
     "cached_teacher",
     "cached_teacher_path",
+    "labels_digest",
+    "load_reference_teacher",
     "load_teacher",
     "read_teacher_meta",
     "recipe_key",
+    "reference_teacher",
     "save_teacher",
     "teacher_recipe",
 ]
