@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from lightning_advkd.data._base import TrainOrder
 from lightning_advkd.teacher_cache import TeacherOutputCache
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,8 @@ class TeacherOutputDataModule(L.LightningDataModule):
         cache_dir: Where the outputs are kept on disk between runs (keyed by teacher weights and input bytes);
             ``None`` keeps them in memory only.
         batch_size: Batch size of the one pass over the data.
-        seed: Seed of the train loader's shuffling generator (saved in checkpoints, so a resumed run sees the same
-            epoch orders).
+        seed: Seed of the train loader's shuffling generator (saved in checkpoints with the position within the epoch,
+            so a resumed run sees the same epoch orders and continues an interrupted epoch where it stopped).
         progress: Show a progress bar while computing the outputs.
         attention_layers: Teacher layers whose attention maps are cached too (for attention transfer).
 
@@ -70,7 +70,7 @@ class TeacherOutputDataModule(L.LightningDataModule):
         self.batch_size = datamodule.batch_size
         self.eval_batch_size = getattr(datamodule, "eval_batch_size", datamodule.batch_size)
         self.drop_last = bool(getattr(datamodule, "drop_last", False))
-        self._generator = torch.Generator().manual_seed(seed)
+        self._order = TrainOrder(seed)  # the train order and its position within the epoch, checkpointed
         self._cached: dict[int, TeacherOutputCache] = {}
 
     def _wrap(self, dataset: Dataset | None, name: str) -> TeacherOutputCache | None:
@@ -119,9 +119,9 @@ class TeacherOutputDataModule(L.LightningDataModule):
         return DataLoader(
             cached,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=self._order.sampler(cached, self.trainer) if train else None,
             drop_last=self.drop_last and train,
-            generator=self._generator if train else None,
+            generator=self._order.generator if train else None,
         )
 
     @override
@@ -138,12 +138,13 @@ class TeacherOutputDataModule(L.LightningDataModule):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self._generator.get_state()}
+        return self._order.state_dict(self.trainer, self.batch_size)
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "generator" in state_dict:
-            self._generator.set_state(state_dict["generator"])
+        if "generator" in state_dict:  # checkpoints written before the position within the epoch was kept
+            state_dict = {"train_generator_state": state_dict["generator"]}
+        self._order.load_state_dict(state_dict)
 
 
 def with_teacher_outputs(cfg: DictConfig, datamodule: Any, module: nn.Module) -> Any:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import numbers
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 from torchvision.transforms import v2
 
 log = logging.getLogger(__name__)
@@ -286,6 +289,7 @@ def view_loader(
     num_views: int | None = None,
     shuffle: bool = True,
     generator: torch.Generator | None = None,
+    order: Sampler | None = None,
     **loader_kwargs: Any,
 ) -> DataLoader:
     """A DataLoader over ``(view, index)`` items: the sample order ``DataLoader(shuffle=shuffle)`` would give.
@@ -296,15 +300,173 @@ def view_loader(
         num_views: views to cycle through; default: the dataset's ``num_views``.
         shuffle: shuffle the samples every epoch (a ``RandomSampler`` drawing from ``generator``).
         generator: the shuffling generator; it also draws the workers' base seed, as in a plain DataLoader.
+        order: the sample order to tag with views, e.g. a :class:`ResumableRandomSampler` (``shuffle`` is then
+            ignored); default: a ``RandomSampler`` drawing from ``generator``, or in order.
         **loader_kwargs: other ``DataLoader`` arguments (``num_workers``, ``drop_last``, ...).
     """
     if num_views is None:
         num_views = getattr(dataset, "num_views", None)
-    order = range(len(dataset))  # type: ignore[arg-type]
-    base = RandomSampler(order, generator=generator) if shuffle else SequentialSampler(order)
+    indices = range(len(dataset))  # type: ignore[arg-type]
+    if order is None:
+        order = RandomSampler(indices, generator=generator) if shuffle else SequentialSampler(indices)
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=ViewSampler(base, num_views), generator=generator, **loader_kwargs
+        dataset, batch_size=batch_size, sampler=ViewSampler(order, num_views), generator=generator, **loader_kwargs
     )
+
+
+class ResumableRandomSampler(RandomSampler):
+    """``RandomSampler(data, generator=generator)`` that can start an epoch part way through, for exact resume.
+
+    The order is the one ``DataLoader(shuffle=True, generator=generator)`` gives. Each epoch remembers the generator's
+    state its permutation is drawn from (:attr:`order_state`); a sampler built with ``resume_state`` and ``skip`` sets
+    the generator to that state when its first epoch starts, draws the same permutation and drops its first ``skip``
+    indices, those the interrupted run already trained on. The generator then stands where it stood in the
+    uninterrupted run, so later epochs match too.
+
+    Args:
+        data_source: The dataset (only its length is used).
+        generator: The shuffling generator, shared with the DataLoader.
+        resume_state: The :attr:`order_state` of the interrupted epoch, for the first epoch only.
+        skip: Indices to drop at the start of the first epoch only.
+    """
+
+    def __init__(
+        self, data_source: Sized, generator: torch.Generator, *, resume_state: Tensor | None = None, skip: int = 0
+    ) -> None:
+        super().__init__(data_source, generator=generator)
+        self.resume_state = resume_state
+        self.skip = skip
+        #: The generator's state the current epoch's permutation was drawn from (``None`` before the first epoch).
+        self.order_state: Tensor | None = None
+
+    def __iter__(self) -> Iterator[int]:
+        return _resumed(self, super().__iter__())
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """Lightning's ``DistributedSampler`` for a shuffled train loader, able to start an epoch part way through.
+
+    The order is a function of ``(seed, epoch)`` as in ``DistributedSampler``; ``skip`` drops the first indices of this
+    rank's share in the first epoch only. ``generator`` (the DataLoader's, which draws the workers' base seed) is
+    remembered and restored as in :class:`ResumableRandomSampler`.
+
+    Args:
+        dataset: The dataset (only its length is used).
+        generator: The DataLoader's generator.
+        resume_state: The :attr:`order_state` of the interrupted epoch, for the first epoch only.
+        skip: Indices of this rank's share to drop at the start of the first epoch only.
+        **kwargs: ``DistributedSampler``'s ``num_replicas``, ``rank``, ``shuffle``, ``seed``, ``drop_last``.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        generator: torch.Generator,
+        resume_state: Tensor | None = None,
+        skip: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(dataset, **kwargs)
+        self.generator = generator
+        self.resume_state = resume_state
+        self.skip = skip
+        self.order_state: Tensor | None = None
+
+    def __iter__(self) -> Iterator[int]:
+        return _resumed(self, super().__iter__())
+
+
+def _resumed(sampler: ResumableRandomSampler | ResumableDistributedSampler, order: Iterator[int]) -> Iterator[int]:
+    # The permutation is drawn at the first next() of `order`, after this: the generator is set before it.
+    generator = sampler.generator
+    assert generator is not None
+    if sampler.resume_state is not None:
+        generator.set_state(sampler.resume_state)
+        sampler.resume_state = None
+    sampler.order_state = generator.get_state()
+    skip, sampler.skip = sampler.skip, 0
+    return itertools.islice(order, skip, None)
+
+
+def _distributed(trainer: Any) -> bool:
+    return trainer is not None and trainer.world_size > 1
+
+
+def batches_done_in_epoch(trainer: Any) -> int:
+    """Train batches the current epoch of ``trainer.fit`` has finished, 0 at an epoch boundary or outside ``fit``."""
+    if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+        return 0
+    done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+    return 0 if done >= trainer.num_training_batches else done
+
+
+class TrainOrder:
+    """The train loader's shuffled order and the position within the epoch, as checkpoint state of a datamodule.
+
+    One generator shuffles every epoch (and draws the DataLoader's worker base seed), so epoch k's order is the same in
+    every run with the seed. :meth:`state_dict` records the generator, and, when a checkpoint is written part way
+    through an epoch (``ModelCheckpoint(every_n_train_steps=...)``, a SIGTERM), the state the epoch's order was drawn
+    from and the samples already trained on; after :meth:`load_state_dict` the next :meth:`sampler` replays that
+    epoch's order from where the run stopped, so no sample is seen twice or skipped and the resumed run ends as the
+    uninterrupted one (with ``num_workers > 0``, only the resumed epoch's worker seeds differ). Under DDP
+    (``trainer.world_size > 1``) the sampler is Lightning's ``DistributedSampler`` (seed of ``seed_everything``),
+    made resumable, so Lightning leaves it in place (and ``Trainer(use_distributed_sampler=False)`` has no effect).
+
+    Args:
+        seed: Seed of the generator.
+
+    Example:
+        >>> order = TrainOrder(seed=0)
+        >>> list(order.sampler(range(5)))
+        [4, 0, 1, 3, 2]
+        >>> order.load_state_dict({"order_generator_state": TrainOrder(seed=0).generator.get_state(),
+        ...                        "samples_done": 2})
+        >>> list(order.sampler(range(5)))
+        [1, 3, 2]
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+        self._sampler: ResumableRandomSampler | ResumableDistributedSampler | None = None
+        self._resume_state: Tensor | None = None
+        self._skip = 0
+
+    def sampler(self, dataset: Any, trainer: Any = None) -> ResumableRandomSampler | ResumableDistributedSampler:
+        """The train sampler over ``dataset`` (sharded when ``trainer`` runs several processes)."""
+        resume = {"resume_state": self._resume_state, "skip": self._skip}
+        if _distributed(trainer):
+            self._sampler = ResumableDistributedSampler(
+                dataset,
+                generator=self.generator,
+                num_replicas=trainer.world_size,
+                rank=trainer.global_rank,
+                shuffle=True,
+                seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # what Lightning's own DistributedSampler uses
+                **resume,
+            )
+        else:
+            self._sampler = ResumableRandomSampler(dataset, self.generator, **resume)
+        self._resume_state, self._skip = None, 0
+        return self._sampler
+
+    def state_dict(self, trainer: Any, batch_size: int) -> dict[str, Any]:
+        """The generator's state, and the epoch's order state and samples done when ``trainer`` is mid-epoch."""
+        state: dict[str, Any] = {"train_generator_state": self.generator.get_state()}
+        done = batches_done_in_epoch(trainer)
+        if done and self._sampler is not None and self._sampler.order_state is not None:
+            state["order_generator_state"] = self._sampler.order_state
+            state["samples_done"] = done * batch_size
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`: the next sampler continues the interrupted epoch, or starts the next one."""
+        if "train_generator_state" in state:
+            self.generator.set_state(state["train_generator_state"])
+        if state.get("samples_done"):
+            self._resume_state, self._skip = state["order_generator_state"], int(state["samples_done"])
+            if self._sampler is not None:  # a loader built before the restore
+                self._sampler.resume_state, self._sampler.skip = self._resume_state, self._skip
 
 
 def check_val_split(val_split: int | float) -> None:
@@ -371,10 +533,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
     worker, so worker-side augmentation is reproducible too; ``seed_everything(..., workers=True)`` additionally
     installs Lightning's ``worker_init_fn``, which derives from that base seed and the rank. With ``num_workers=0`` the
     augmentation draws from the global torch RNG: call ``seed_everything`` for reproducible crops and flips. The
-    generator's state is saved in the checkpoint (:meth:`state_dict`), so a run resumed at an epoch boundary sees the
-    orders an uninterrupted run would. Under DDP Lightning replaces the sampler with a ``DistributedSampler`` seeded
-    from ``seed_everything``'s seed, and the generator then only seeds the workers; being the same on every rank, it
-    gives every rank the same worker seeds, so use ``seed_everything(seed, workers=True)``, whose ``worker_init_fn``
+    generator's state is saved in the checkpoint (:meth:`state_dict`), with the position within the epoch
+    (:class:`TrainOrder`), so a resumed run sees the orders an uninterrupted run would, from the sample where it
+    stopped. Under DDP the sampler is Lightning's ``DistributedSampler`` (seeded from ``seed_everything``'s seed), made
+    resumable, and the generator then only seeds the workers; being the same on every rank, it gives every rank the
+    same worker seeds, so use ``seed_everything(seed, workers=True)``, whose ``worker_init_fn``
     mixes in the rank.
 
     Args:
@@ -469,7 +632,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.test_set: Dataset | None = None
         self._train_base: Dataset | None = None
         self._test_base: Dataset | None = None
-        self._train_generator = torch.Generator().manual_seed(seed)
+        #: The train order and its position within the epoch (checkpointed: exact resume mid-epoch).
+        self._train_order = TrainOrder(seed)
+        self._train_generator = self._train_order.generator
 
     # ---- to implement -------------------------------------------------------------------------------------------
 
@@ -527,8 +692,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
             self.setup("fit")
         assert self.train_set is not None
         if self.train_views is not None:
+            # Under DDP Lightning shards the view sampler itself: no position within the epoch is kept then.
+            order = self._train_order.sampler(self.train_views) if not _distributed(self.trainer) else None
             return view_loader(
-                self.train_views, self.batch_size, shuffle=True, generator=self._train_generator,
+                self.train_views, self.batch_size, shuffle=True, generator=self._train_generator, order=order,
                 drop_last=self.drop_last, num_workers=self.num_workers, pin_memory=self.pin_memory,
                 persistent_workers=self.persistent_workers,
             )  # fmt: skip
@@ -551,13 +718,13 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return self._loader(self.test_set, self.eval_batch_size, train=False)
 
     def state_dict(self) -> dict[str, Any]:
-        """The shuffling generator's state, so a resumed run continues the same sequence of epoch orders."""
-        return {"seed": self.seed, "train_generator_state": self._train_generator.get_state()}
+        """The shuffling generator's state, and the position within the epoch when saved mid-epoch
+        (:class:`TrainOrder`): a resumed run continues the same sequence of epoch orders from where it stopped."""
+        return {"seed": self.seed, **self._train_order.state_dict(self.trainer, self.batch_size)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`, in place: a loader already built keeps the same generator object."""
-        if "train_generator_state" in state_dict:
-            self._train_generator.set_state(state_dict["train_generator_state"])
+        self._train_order.load_state_dict(state_dict)
 
     # ---- helpers ------------------------------------------------------------------------------------------------
 
@@ -595,7 +762,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            sampler=self._train_order.sampler(dataset, self.trainer) if train else None,
             drop_last=self.drop_last and train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
