@@ -1,26 +1,25 @@
 """The non-adversarial knowledge-transfer baselines ANC is compared with, as one LightningModule.
 
-Hinton KD (KL of tempered softmaxes), L2 on logits, a FitNets-style hint (L2 between adapted student and teacher
-features) and attention transfer (Zagoruyko & Komodakis), each with a weight; ``label_weight`` adds cross-entropy on
-labels for the "with labels" variants. All terms but the last are label-free.
+Hinton KD (KL of tempered softmaxes), L2 and L1 on logits, a FitNets-style hint (L2 between adapted student and
+teacher features) and attention transfer (Zagoruyko & Komodakis), each with a weight; ``label_weight`` adds
+cross-entropy on labels for the "with labels" variants. All terms but the last are label-free. The terms are the
+package's one student objective (:class:`~lightning_advkd.objective.StudentObjective`), the one
+:class:`~lightning_advkd.AdversarialDistillation` uses next to its adversarial term.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any, Literal
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
 from typing_extensions import override
 
 from lightning_advkd import functional as AF
 from lightning_advkd.features import FeatureTap, make_adapter
-from lightning_advkd.module import default_student_optimizer
+from lightning_advkd.objective import StudentObjective, renamed, total
+from lightning_advkd.optim import OptimizerFactory, SchedulerFactory, default_student_optimizer
 from lightning_advkd.teacher_cache import TEACHER_ATTENTION, TEACHER_LOGITS
 from lightning_advkd.teacher_student import TeacherStudentModule
 
@@ -31,18 +30,24 @@ class KnowledgeDistillation(TeacherStudentModule):
     Args:
         teacher: the frozen teacher.
         student: the network to train.
-        kd_weight: weight of Hinton KD at ``temperature`` (``T^2``-scaled KL).
-        temperature: KD softmax temperature.
+        kd_weight: weight of Hinton KD at ``kd_temperature`` (``T^2``-scaled KL).
+        kd_temperature: KD softmax temperature.
         logit_l2_weight: weight of the mean squared error between logits.
+        logit_l1_weight: weight of the mean absolute error between logits.
         hint_weight: weight of the FitNets-style hint on the tapped (pooled) features, through a learned adapter.
         attention_weight: weight of attention transfer, summed over ``attention_pairs``.
         attention_pairs: ``(student layer, teacher layer)`` names whose ``(N, C, H, W)`` outputs are compared.
         label_weight: weight of cross-entropy on labels (0: label-free training).
-        optimizer: factory ``params -> Optimizer``; default SGD lr 0.05, momentum 0.9, wd 5e-4.
-        scheduler: factory ``optimizer -> LRScheduler`` or ``None``; stepped every ``scheduler_interval``.
+        label_smoothing: label smoothing of that cross-entropy.
+        student_optimizer: factory ``params -> Optimizer``; default SGD lr 0.05, momentum 0.9, wd 5e-4.
+        student_scheduler: factory ``optimizer -> LRScheduler`` or ``None``; stepped every ``scheduler_interval``.
         scheduler_interval: ``"epoch"`` or ``"step"``.
+        temperature: deprecated name of ``kd_temperature``.
+        optimizer: deprecated name of ``student_optimizer``.
+        scheduler: deprecated name of ``student_scheduler``.
         **kwargs: the shared options of :class:`~lightning_advkd.teacher_student.TeacherStudentModule`
-            (``teacher_tap``, ``student_tap``, ``input_shape``, ``num_classes``, ``input_key``, ``label_key``, ...).
+            (``teacher_tap``, ``student_tap``, ``input_shape``, ``num_classes``, ``teacher_output``,
+            ``student_output``, ``input_key``, ``label_key``, ...).
 
     Raises:
         ValueError: when every weight is 0, or attention transfer has no layer pairs.
@@ -61,31 +66,48 @@ class KnowledgeDistillation(TeacherStudentModule):
         student: nn.Module | None = None,
         *,
         kd_weight: float = 1.0,
-        temperature: float = 4.0,
+        kd_temperature: float = 4.0,
         logit_l2_weight: float = 0.0,
+        logit_l1_weight: float = 0.0,
         hint_weight: float = 0.0,
         attention_weight: float = 0.0,
         attention_pairs: Sequence[Sequence[str]] | None = None,
         label_weight: float = 0.0,
-        optimizer: Callable[[Iterable[nn.Parameter]], Optimizer] | None = None,
-        scheduler: Callable[[Optimizer], LRScheduler] | None = None,
+        label_smoothing: float = 0.0,
+        student_optimizer: OptimizerFactory | None = None,
+        student_scheduler: SchedulerFactory | None = None,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
+        temperature: float | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
         **kwargs: Any,
     ) -> None:
-        weights = {"kd": kd_weight, "logit_l2": logit_l2_weight, "hint": hint_weight,
-                   "attention": attention_weight, "labels": label_weight}  # fmt: skip
-        if any(w < 0 for w in weights.values()):
-            raise ValueError(f"loss weights must be >= 0, got {weights}")
-        self.loss_weights = {name: w for name, w in weights.items() if w > 0}
+        owner = "KnowledgeDistillation"
+        if temperature is not None:
+            kd_temperature = renamed("temperature", "kd_temperature", temperature, owner)
+        if optimizer is not None:
+            student_optimizer = renamed("optimizer", "student_optimizer", optimizer, owner)
+        if scheduler is not None:
+            student_scheduler = renamed("scheduler", "student_scheduler", scheduler, owner)
+        self.objective = StudentObjective(
+            kd_weight=kd_weight, kd_temperature=kd_temperature, logit_l2_weight=logit_l2_weight,
+            logit_l1_weight=logit_l1_weight, hint_weight=hint_weight, attention_weight=attention_weight,
+            label_weight=label_weight, label_smoothing=label_smoothing,
+        )  # fmt: skip
+        self.loss_weights = self.objective.weights
         if not self.loss_weights:
-            raise ValueError("every loss weight is 0: set at least one of kd/logit_l2/hint/attention/label weights")
+            raise ValueError(
+                "every loss weight is 0: set at least one of kd/logit_l2/logit_l1/hint/attention/label weights"
+            )
         if attention_weight > 0 and not attention_pairs:
             raise ValueError("attention transfer needs attention_pairs=[(student layer, teacher layer), ...]")
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
-        logit_term_on = kd_weight > 0 or logit_l2_weight > 0
-        super().__init__(teacher, student, logit_term_on=logit_term_on, **kwargs)
-        self.save_hyperparameters(ignore=["teacher", "student", "optimizer", "scheduler"])
+        super().__init__(teacher, student, logit_term_on=self.objective.compares_logits, **kwargs)
+        self.save_hyperparameters(
+            ignore=["teacher", "student", "student_optimizer", "student_scheduler", "temperature", "optimizer",
+                    "scheduler", "teacher_output", "student_output"]
+        )  # fmt: skip
         teacher_width, student_width = self.feature_widths
         self.adapter = make_adapter(student_width, teacher_width) if hint_weight > 0 else nn.Identity()
         pairs = [tuple(pair) for pair in attention_pairs or []] if attention_weight > 0 else []
@@ -96,10 +118,8 @@ class KnowledgeDistillation(TeacherStudentModule):
             )
             for s, t in pairs
         ]
-        self._optimizer_factory = optimizer or default_student_optimizer
-        self._scheduler_factory = scheduler
-        self.val_metrics = self._make_metrics("val/")
-        self.test_metrics = self._make_metrics("test/")
+        self._optimizer_factory = student_optimizer or default_student_optimizer
+        self._scheduler_factory = student_scheduler
 
     def _forward_both(
         self, batch: Any, inputs: Tensor
@@ -128,50 +148,45 @@ class KnowledgeDistillation(TeacherStudentModule):
                 attention.append(AF.attention_transfer_loss(student_tap.pop(), teacher_tap.pop()))
         return teacher, student, attention
 
-    def _loss_terms(self, batch: Any) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        inputs, labels = self._split(batch)
+    def _loss_terms(
+        self, batch: Any, split: tuple[Tensor, Tensor | None] | None = None, labels_required: bool = True
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        inputs, labels = split or self._split(batch)
         (teacher_features, teacher_logits), (student_features, student_logits), attention = self._forward_both(
             batch, inputs
         )
-        w = self.loss_weights
-        terms: dict[str, Tensor] = {}
-        if "kd" in w:
-            terms["kd"] = w["kd"] * AF.kd_loss(student_logits, teacher_logits, self.hparams.temperature)
-        if "logit_l2" in w:
-            terms["logit_l2"] = w["logit_l2"] * F.mse_loss(student_logits, teacher_logits)
-        if "hint" in w:
-            terms["hint"] = w["hint"] * AF.hint_loss(self.adapter(student_features), teacher_features)
-        if "attention" in w:
-            terms["attention"] = w["attention"] * torch.stack(attention).sum()
-        if "labels" in w:
-            if labels is None:
-                raise ValueError("label_weight > 0 but the training batch has no labels; set label_weight=0")
-            terms["labels"] = w["labels"] * F.cross_entropy(student_logits, labels)
+        hint_features = self.adapter(student_features) if "hint" in self.loss_weights else None
+        terms = self.objective.terms(
+            student_logits, teacher_logits, student_features=hint_features, teacher_features=teacher_features,
+            attention=attention, labels=labels, labels_required=labels_required,
+        )  # fmt: skip
         return terms, student_logits, teacher_logits
 
     @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         terms, _, _ = self._loss_terms(batch)
-        loss = torch.stack(list(terms.values())).sum()
+        loss = total(terms)
         self.log_dict({f"train/loss/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=False)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluation_step(batch, self.val_metrics)
+        self._evaluation_step(batch, batch_idx, "val")
 
     @override
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluation_step(batch, self.test_metrics)
+        self._evaluation_step(batch, batch_idx, "test")
 
-    def _evaluation_step(self, batch: Any, metrics: nn.ModuleDict) -> None:
-        _, labels = self._split(batch)
-        terms, student_logits, teacher_logits = self._loss_terms(batch)
-        prefix = metrics["label_free"].prefix
-        self._update_classification_metrics(metrics, student_logits, teacher_logits, labels)
-        self.log_dict(metrics["label_free"], on_step=False, on_epoch=True)
-        self.log(f"{prefix}loss", torch.stack(list(terms.values())).sum(), on_step=False, on_epoch=True)
+    def _evaluation_step(self, batch: Any, batch_idx: int, stage: str) -> None:
+        split = self._split_for_evaluation(batch, batch_idx, stage)
+        labels = split[1]  # label-free evaluation data: the loss is the label-free terms
+        terms, student_logits, teacher_logits = self._loss_terms(batch, split, labels_required=False)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(student_logits, teacher_logits, labels=labels)
+        self._log_metrics(metrics, labelled=labels is not None)
+        if terms:
+            self.log(f"{stage}/loss", total(terms), on_step=False, on_epoch=True)
 
     @override
     def configure_optimizers(self) -> Any:
@@ -183,3 +198,6 @@ class KnowledgeDistillation(TeacherStudentModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
         }
+
+
+__all__ = ["KnowledgeDistillation"]

@@ -4,8 +4,10 @@ A *tap* names where a feature is read inside a network:
 
 * ``"layer4"``: the output of the submodule ``layer4`` (as in ``model.named_modules()``);
 * ``"fc:input"``: the input of the submodule ``fc``;
-* ``None``: the default, the input of the network's last ``nn.Linear`` layer, i.e. the pooled penultimate feature
-  that torchvision, timm and this package's models all feed to their classifier.
+* ``None``: the default, the input of the ``nn.Linear`` layer that produces the network's logits, i.e. the pooled
+  penultimate feature that torchvision, timm and this package's models all feed to their classifier. That layer is
+  found in a forward pass (:class:`LinearOutputs`) when the input shape is known, and checked on the first batch
+  otherwise; before that, the last registered ``nn.Linear`` stands in for it.
 
 Feature maps of rank 3 or 4 are average-pooled to ``(N, C)`` vectors (the discriminator is an MLP).
 """
@@ -13,6 +15,7 @@ Feature maps of rank 3 or 4 are average-pooled to ``(N, C)`` vectors (the discri
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -174,6 +177,59 @@ class FeatureTap:
                 f"with {self.role}_tap=..."
             )
         return pool_features(value) if self.pool else value
+
+
+class LinearOutputs:
+    """Records the output of every ``nn.Linear`` of a network during a forward pass, to find the one that produced
+    the logits (the classifier, whatever the order in which the layers were registered).
+
+    Example:
+        >>> import torch
+        >>> class Net(nn.Module):  # registers its classifier before another Linear
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.head = nn.Linear(3, 2)
+        ...         self.proj = nn.Linear(4, 3)
+        ...     def forward(self, x):
+        ...         return self.head(self.proj(x))
+        >>> net, recorder = Net(), LinearOutputs()
+        >>> with recorder.capture(net):
+        ...     logits = net(torch.ones(1, 4))
+        >>> recorder.producer(logits)
+        'head'
+    """
+
+    def __init__(self) -> None:
+        self.outputs: list[tuple[str, Tensor]] = []
+
+    @contextmanager
+    def capture(self, model: nn.Module) -> Iterator[None]:
+        """Record inside this block only (the hooks are removed on exit)."""
+        self.outputs = []
+        handles = [
+            module.register_forward_hook(functools.partial(self._hook, name))
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear)
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _hook(self, name: str, module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, Tensor):
+            self.outputs.append((name, output))
+
+    def producer(self, logits: Tensor) -> str | None:
+        """Name of the last ``nn.Linear`` called whose output is the logits (the same tensor, or equal values)."""
+        for name, output in reversed(self.outputs):
+            if output is logits:
+                return name
+        for name, output in reversed(self.outputs):
+            if output.shape == logits.shape and bool((output.detach() == logits.detach()).all()):
+                return name
+        return None
 
 
 def make_adapter(student_width: int, teacher_width: int) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Training with labels: the teachers, and the "student trained alone" baseline the method must beat (METHOD.md)."""
+"""Training with labels: the teachers, and the "student trained alone" baseline the distillation methods must beat."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import LRScheduler, MultiStepLR
-from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
+
+from lightning_advkd import guards
+from lightning_advkd.batch import split_batch
+from lightning_advkd.metrics import EvaluationMetrics
+from lightning_advkd.objective import StudentObjective, total
+from lightning_advkd.outputs import OutputSpec, read_logits
+from lightning_advkd.teacher import CHECKPOINT_KEY, FrozenTeacher
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], "LRScheduler | Mapping[str, Any]"]
@@ -23,6 +28,11 @@ SchedulerFactory = Callable[[Optimizer], "LRScheduler | Mapping[str, Any]"]
 #: Prefix of the wrapped network's keys in a checkpoint's ``state_dict``; the distillation module and the model
 #: registry strip it to load a teacher.
 MODEL_PREFIX = "model."
+#: Deprecated metric names, still logged next to the shared ones (``val/student_acc``, ...) for one release.
+DEPRECATED_METRIC_NAMES = {
+    "student_acc": "acc",
+    "student_acc_top5": "acc_top5",
+}
 #: The community recipe's milestones (150, 180, 210 of 240 epochs) as fractions of the run.
 DEFAULT_MILESTONES = (0.625, 0.75, 0.875)
 
@@ -64,8 +74,12 @@ class SupervisedClassifier(L.LightningModule):
     papers; ``milestones=()`` keeps the learning rate constant. ``optimizer`` and ``scheduler`` factories (e.g.
     Hydra ``_partial_: true`` nodes) replace the default SGD and schedule entirely.
 
-    Metrics: ``train/loss`` (each step), ``train/acc`` (epoch), ``val/loss``, ``val/acc``, ``val/acc_top5``,
-    ``test/loss``, ``test/acc``, ``test/acc_top5``; top-1 and top-5 are micro-averaged (the usual accuracy).
+    Metrics: the names every module of the package logs (:class:`~lightning_advkd.metrics.EvaluationMetrics`):
+    ``train/loss`` (each step), ``train/student_acc`` (epoch), ``val/loss``, ``val/student_acc``,
+    ``val/student_acc_top5`` (above 5 classes), the same under ``test/``; with a reference ``teacher`` also
+    ``val/teacher_acc``, ``val/agreement`` (and ``test/...``). The former names ``<stage>/acc`` and
+    ``<stage>/acc_top5`` are still logged, deprecated. The loss is the package's student objective with only its
+    label term (:class:`~lightning_advkd.objective.StudentObjective`).
 
     The network is stored as ``self.model``, so the checkpoint's ``state_dict`` holds exactly ``model.<name>`` keys
     (torchmetrics states are not persistent): :func:`load_model_from_checkpoint` and the distillation module load a
@@ -73,7 +87,8 @@ class SupervisedClassifier(L.LightningModule):
     ``load_from_checkpoint``) and the two factories, which may be lambdas that a checkpoint cannot pickle.
 
     Args:
-        model: Network mapping images to logits of shape ``(B, num_classes)``.
+        model: Network mapping images to logits of shape ``(B, num_classes)`` (or an output they are read from, see
+            ``output``).
         num_classes: Number of classes (sizes the accuracy metrics).
         label_smoothing: Label smoothing of the cross-entropy, in [0, 1).
         optimizer: Factory ``params -> Optimizer``; replaces the SGD built from ``lr``, ``momentum``,
@@ -87,7 +102,11 @@ class SupervisedClassifier(L.LightningModule):
         milestones: Decay points of the default schedule: ints are epochs, floats in (0, 1) fractions of the run.
         gamma: Decay factor at each milestone.
         scheduler_interval: ``"epoch"`` or ``"step"``: when Lightning steps a ``scheduler`` from the factory.
-        channels_last: Run the model in channels-last memory format (1.3-1.8x faster convolutions on CPU, MACHINE.md).
+        channels_last: Run the model in channels-last memory format (1.3-1.8x faster convolutions on CPU).
+        teacher: A reference teacher, frozen and never trained against: only measured (``teacher_acc``,
+            ``agreement``), so the baseline reports what the distillation modules report. Left out of checkpoints.
+        output: Where the logits are in the model's output (:mod:`lightning_advkd.outputs`): a key, an index or a
+            callable.
 
     Raises:
         ValueError: On ``num_classes`` < 1, ``label_smoothing`` outside [0, 1), a non-positive ``lr``, malformed
@@ -115,77 +134,142 @@ class SupervisedClassifier(L.LightningModule):
         gamma: float = 0.1,
         scheduler_interval: str = "epoch",
         channels_last: bool = False,
+        teacher: nn.Module | None = None,
+        output: OutputSpec = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.objective = StudentObjective(kd_weight=0.0, label_weight=1.0, label_smoothing=label_smoothing)
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self._milestone_kind = _milestone_kind(milestones)
-        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler", "teacher", "output"])
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.output_spec = output
+        self.frozen_teacher = FrozenTeacher(teacher) if teacher is not None else None
+        self.teacher = teacher
+        self.train_metrics = EvaluationMetrics(num_classes, "train/", teacher=False)  # the teacher runs in eval only
+        self.val_metrics = EvaluationMetrics(num_classes, "val/", teacher=teacher is not None)
+        self.test_metrics = EvaluationMetrics(num_classes, "test/", teacher=teacher is not None)
+        self._channels = guards.expected_channels(None, model)
+        self._first_batch_checked = False
+        self._nonfinite_inputs = guards.NonFiniteInputWarning()
 
-        top5 = min(5, num_classes)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+    @classmethod
+    def from_pair(
+        cls,
+        teacher: nn.Module | None,
+        student: nn.Module,
+        *,
+        num_classes: int,
+        input_shape: Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> SupervisedClassifier:
+        """The student trained alone with labels, built from the arguments every method of the app gets.
+
+        ``teacher`` is only measured (see ``teacher``); ``input_shape`` is not needed.
+
+        Example:
+            >>> student = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+            >>> module = SupervisedClassifier.from_pair(nn.Linear(4, 3), student, num_classes=3, input_shape=[4])
+            >>> module.model is student, module.teacher.training
+            (True, False)
+        """
+        del input_shape
+        return cls(student, num_classes, teacher=teacher, **kwargs)
 
     @override
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        logits = self.model(images)
-        if not isinstance(logits, torch.Tensor):
-            raise TypeError(f"the model must return a logits tensor, got {type(logits).__name__}")
-        return logits
+        return read_logits(self.model(images), self.output_spec, "model", "output")
 
-    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images, labels = batch
+    def _split(self, batch: Any, batch_idx: int, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = split_batch(batch)
+        if not self._first_batch_checked:
+            guards.check_first_batch(images, self._channels, type(self).__name__)
+            self._first_batch_checked = True
+        if labels is None:
+            raise ValueError(
+                f"SupervisedClassifier trains and evaluates with labels, but {stage} batch {batch_idx} has none: give "
+                "(images, labels) batches (a labelled dataset), or use a label-free method such as "
+                "AdversarialDistillation or KnowledgeDistillation for unlabelled data"
+            )
+        if stage != "train":
+            self._nonfinite_inputs.check(images, batch_idx, stage)
+        return images, labels
+
+    def _step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
+        images, labels = self._split(batch, batch_idx, stage)
         logits = self(images)
-        return F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing), logits, labels
-
-    @override
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, logits, labels = self._loss(batch)
-        self.train_acc(logits.detach(), labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        loss = total(self.objective.terms(logits, labels=labels))
+        teacher_logits = None
+        if self.teacher is not None and stage != "train":
+            with torch.no_grad():
+                teacher_logits = read_logits(self.teacher(images), None, "teacher")
+        metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[stage]
+        metrics.update(logits, teacher_logits, labels=labels)
+        for collection in metrics.collections(labelled=True):
+            self.log_dict(collection, on_step=False, on_epoch=True)
+        for name, metric in metrics.labelled.items(keep_base=True):
+            if name in DEPRECATED_METRIC_NAMES:
+                self.log(f"{stage}/{DEPRECATED_METRIC_NAMES[name]}", metric, on_step=False, on_epoch=True)
         return loss
 
     @override
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, logits, labels = self._loss(batch)
-        self.val_acc(logits, labels)
-        self.val_acc_top5(logits, labels)
-        self.log("val/loss", loss, sync_dist=True)
-        self.log("val/acc", self.val_acc, prog_bar=True)
-        self.log("val/acc_top5", self.val_acc_top5)
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, batch_idx, "train")
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
 
     @override
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, logits, labels = self._loss(batch)
-        self.test_acc(logits, labels)
-        self.test_acc_top5(logits, labels)
-        self.log("test/loss", loss, sync_dist=True)
-        self.log("test/acc", self.test_acc)
-        self.log("test/acc_top5", self.test_acc_top5)
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val/loss", self._step(batch, batch_idx, "val"), sync_dist=True)
+
+    @override
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("test/loss", self._step(batch, batch_idx, "test"), sync_dist=True)
+
+    @override
+    def on_train_start(self) -> None:
+        guards.check_training_set(self.trainer)
+
+    @override
+    def train(self, mode: bool = True) -> SupervisedClassifier:
+        super().train(mode)
+        if self.frozen_teacher is not None:
+            self.frozen_teacher.lock()
+        return self
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.frozen_teacher is not None:  # the state_dict holds exactly the model.<name> keys, as without one
+            self.frozen_teacher.strip(checkpoint["state_dict"])
+            checkpoint[CHECKPOINT_KEY] = {"teacher_fingerprint": self.frozen_teacher.fingerprint()}
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.frozen_teacher is not None:
+            saved = checkpoint.get(CHECKPOINT_KEY) or {}
+            self.frozen_teacher.restore(checkpoint["state_dict"], saved.get("teacher_fingerprint"))
 
     @override
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         if self.optimizer_factory is not None:
-            optimizer = self.optimizer_factory(self.parameters())
+            optimizer = self.optimizer_factory(self.model.parameters())
         else:
             optimizer = SGD(
-                self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
+                self.model.parameters(),
+                lr=hp.lr,
+                momentum=hp.momentum,
+                weight_decay=hp.weight_decay,
+                nesterov=hp.nesterov,
             )
         if self.scheduler_factory is not None:
             scheduler = self.scheduler_factory(optimizer)

@@ -25,6 +25,7 @@ def build(**kwargs) -> KnowledgeDistillation:
         {"kd_weight": 1.0, "hint_weight": 1.0},
         {"kd_weight": 1.0, "attention_weight": 100.0, "attention_pairs": [("body", "body")]},
         {"kd_weight": 0.0, "label_weight": 1.0},
+        {"kd_weight": 0.0, "logit_l1_weight": 1.0},
     ],
 )
 def test_each_baseline_trains_the_student_and_leaves_the_teacher(weights):
@@ -39,7 +40,7 @@ def test_each_baseline_trains_the_student_and_leaves_the_teacher(weights):
 
 
 def test_loss_terms_match_the_functional_definitions():
-    module = build(kd_weight=2.0, logit_l2_weight=3.0, temperature=2.0)
+    module = build(kd_weight=2.0, logit_l2_weight=3.0, kd_temperature=2.0)
     x = make_data(8)[0]
     terms, student_logits, teacher_logits = module._loss_terms(x)
     torch.testing.assert_close(terms["kd"], 2.0 * AF.kd_loss(student_logits, teacher_logits, 2.0))

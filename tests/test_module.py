@@ -130,7 +130,7 @@ def test_metrics_with_and_without_labels():
     for name in ("val/student_acc", "val/teacher_acc", "val/agreement", "val/d_acc_real", "val/d_acc_fake"):
         assert name in trainer.callback_metrics
     assert "val/student_acc_top5" not in trainer.callback_metrics  # 4 classes: top-5 makes no sense
-    for name in ("train/loss/student_adversarial", "train/loss/student_data", "train/loss/discriminator_gan",
+    for name in ("train/loss/student_adversarial", "train/loss/student_kd", "train/loss/discriminator_gan",
                  "train/d_gap", "train/lr/student", "train/grad_norm/discriminator"):  # fmt: skip
         assert name in trainer.callback_metrics, name
 
@@ -237,13 +237,15 @@ def test_bad_input_fails_at_construction_with_the_fix():
         AdversarialDistillation(teacher, student, student_tap="unused", input_shape=IMAGE_SHAPE)
     with pytest.raises(ValueError, match="teacher predicts 4 classes but student 7"):
         AdversarialDistillation(TinyTeacher(), TinyStudent(num_classes=7))
-    AdversarialDistillation(TinyTeacher(), TinyStudent(num_classes=7), data_term="none")  # no logit term: fine
+    AdversarialDistillation(TinyTeacher(), TinyStudent(num_classes=7), kd_weight=0.0)  # no logit term: fine
     with pytest.raises(ValueError, match="needs a teacher"):
         AdversarialDistillation(student=TinyStudent())
-    with pytest.raises(ValueError, match="data_term"):
+    with pytest.raises(ValueError, match="data_term"), pytest.warns(DeprecationWarning, match="kd_weight"):
         build(data_term="l3")
-    with pytest.raises(ValueError, match=r"loss weights must be >= 0.*feature_weight"):
-        build(feature_weight=-1.0)
+    with pytest.raises(ValueError, match=r"loss weights must be >= 0.*hint_weight"):
+        build(hint_weight=-1.0)
+    with pytest.raises(ValueError, match="the student loss is empty"):
+        build(adversarial_weight=0.0, kd_weight=0.0)
 
 
 class NaNAfter(TensorDataset):
@@ -260,7 +262,7 @@ def test_non_finite_loss_stops_names_the_term_and_keeps_the_last_checkpoint(tmp_
 
     module = build()
     checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1)
-    with pytest.raises(NonFiniteLossError, match=r"non-finite student loss at student step 2 .*'adversarial', 'data'"):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite student loss at student step 2 .*'adversarial', 'kd'"):
         fit(module, DataLoader(NaNAfter(start=32), batch_size=16), enable_checkpointing=True, callbacks=[checkpoint])
     saved = sorted(tmp_path.glob("*.ckpt"))
     assert saved, "the checkpoint written before the failure must remain"
@@ -296,7 +298,7 @@ def test_16_mixed_skipped_steps_neither_count_nor_step_the_scheduler(init_scale,
 
 
 def test_feature_hint_term_is_the_mse_of_adapted_student_and_teacher_features():
-    module = build(feature_weight=0.5)
+    module = build(hint_weight=0.5)
     images, labels = make_data(32)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.validate(module, DataLoader(TensorDataset(images, labels), batch_size=32), verbose=False)
@@ -305,7 +307,7 @@ def test_feature_hint_term_is_the_mse_of_adapted_student_and_teacher_features():
         teacher_features = module.teacher.pool(module.teacher.body(images)).flatten(1)
         student_features = module.student.pool(module.student.body(images)).flatten(1)
         expected = 0.5 * nn.functional.mse_loss(module.adapter(student_features), teacher_features)
-    assert torch.allclose(trainer.callback_metrics["val/loss/student_feature"], expected)
+    assert torch.allclose(trainer.callback_metrics["val/loss/student_hint"], expected)
     # Off by default, and the hint alone is a valid student loss.
-    assert "val/loss/student_feature" not in trainer.validate(build(), make_loader(), verbose=False)[0]
-    fit(build(feature_weight=1.0, adversarial_weight=0.0, data_weight=0.0), make_loader())
+    assert "val/loss/student_hint" not in trainer.validate(build(), make_loader(), verbose=False)[0]
+    fit(build(hint_weight=1.0, adversarial_weight=0.0, kd_weight=0.0), make_loader())

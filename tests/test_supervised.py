@@ -131,10 +131,12 @@ def test_metrics_match_a_hand_count(tmp_path, datamodule) -> None:
     module = SupervisedClassifier(TinyCNN(), num_classes=10, milestones=())
     trainer = make_trainer(tmp_path, max_epochs=3)
     trainer.fit(module, datamodule=datamodule)
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_top5"} <= set(trainer.callback_metrics)
+    logged = set(trainer.callback_metrics)
+    assert {"train/loss", "train/student_acc", "val/loss", "val/student_acc", "val/student_acc_top5"} <= logged
+    assert {"train/acc", "val/acc", "val/acc_top5"} <= logged, "the deprecated names are still logged"
     (val,) = trainer.validate(module, datamodule=datamodule, verbose=False)
     (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
-    assert {"test/loss", "test/acc", "test/acc_top5"} <= set(test)
+    assert {"test/loss", "test/student_acc", "test/student_acc_top5", "test/acc", "test/acc_top5"} <= set(test)
 
     module.eval()
     with torch.no_grad():
@@ -145,8 +147,10 @@ def test_metrics_match_a_hand_count(tmp_path, datamodule) -> None:
     loss = nn.functional.cross_entropy(logits, labels).item()
     # val_split=0: validation runs on the test set, so both report the same numbers.
     for metrics, stage in ((val, "val"), (test, "test")):
-        assert metrics[f"{stage}/acc"] == pytest.approx(top1, abs=1e-6)
-        assert metrics[f"{stage}/acc_top5"] == pytest.approx(top5, abs=1e-6)
+        assert metrics[f"{stage}/student_acc"] == pytest.approx(top1, abs=1e-6)
+        assert metrics[f"{stage}/student_acc_top5"] == pytest.approx(top5, abs=1e-6)
+        assert metrics[f"{stage}/acc"] == metrics[f"{stage}/student_acc"]
+        assert metrics[f"{stage}/acc_top5"] == metrics[f"{stage}/student_acc_top5"]
         assert metrics[f"{stage}/loss"] == pytest.approx(loss, rel=1e-4)  # batch means weighted by batch size
 
 

@@ -11,10 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from lightning_advkd.batch import split_batch
-from lightning_advkd.features import FeatureTap
 from lightning_advkd.profiling import ModelProfile, profile_model
 
 
@@ -38,55 +35,11 @@ class ModelReport:
 
 
 def standalone(model: nn.Module) -> nn.Module:
-    """A CPU copy of ``model`` in eval mode without this package's feature-tap hooks (what gets deployed)."""
-    copied = copy.deepcopy(model).cpu().eval()
-    for module in copied.modules():
-        for key, hook in list(module._forward_hooks.items()):
-            if isinstance(getattr(hook, "__self__", None), FeatureTap):
-                del module._forward_hooks[key]
-    return copied.to(memory_format=torch.contiguous_format)
+    """A CPU copy of ``model`` in eval mode, in the default memory format (what gets deployed).
 
-
-def evaluate_pair(
-    teacher: nn.Module, student: nn.Module, loader: DataLoader, max_batches: int | None = None
-) -> dict[str, float]:
-    """Teacher and student top-1 accuracy and their agreement on a labelled loader (for methods whose module does
-    not measure them, e.g. the supervised baseline), over at most ``max_batches`` batches.
-
-    Example:
-        >>> from torch.utils.data import TensorDataset
-        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
-        >>> data = DataLoader(TensorDataset(torch.randn(8, 4), torch.zeros(8, dtype=torch.long)), batch_size=4)
-        >>> evaluate_pair(net, net, data)["test/agreement"]
-        1.0
+    Feature taps hook a network only while they read it, so the copy carries no hook of this package.
     """
-    was_training = teacher.training, student.training
-    teacher.eval()
-    student.eval()
-    correct_t = correct_s = agree = total = 0
-    device = next(student.parameters()).device
-    with torch.no_grad():
-        for index, batch in enumerate(loader):
-            if max_batches is not None and index >= max_batches:
-                break
-            inputs, labels = split_batch(batch)
-            inputs = inputs.to(device)
-            predicted_t = teacher(inputs).argmax(dim=1)
-            predicted_s = student(inputs).argmax(dim=1)
-            agree += int((predicted_t == predicted_s).sum())
-            total += len(inputs)
-            if labels is not None:
-                labels = labels.to(device)
-                correct_t += int((predicted_t == labels).sum())
-                correct_s += int((predicted_s == labels).sum())
-    teacher.train(was_training[0])
-    student.train(was_training[1])
-    total = max(total, 1)
-    return {
-        "test/teacher_acc": correct_t / total,
-        "test/student_acc": correct_s / total,
-        "test/agreement": agree / total,
-    }
+    return copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
 
 
 def build_reports(
@@ -239,7 +192,6 @@ __all__ = [
     "ModelReport",
     "build_reports",
     "compression_ratio",
-    "evaluate_pair",
     "format_table",
     "standalone",
     "summary_dict",

@@ -19,7 +19,7 @@ from lightning_advkd.app.compat import DatasetShape, IncompatibleConfigError, ch
 from lightning_advkd.app.data import TeacherOutputDataModule
 from lightning_advkd.app.launch import check_launch
 from lightning_advkd.app.plots import FeatureProjectionPlot, pca_projection
-from lightning_advkd.app.summary import build_reports, evaluate_pair, format_table, standalone
+from lightning_advkd.app.summary import build_reports, format_table, standalone
 from lightning_advkd.app.teachers import (
     MissingTeacherError,
     cached_teacher_path,
@@ -216,19 +216,6 @@ def test_reports_and_table() -> None:
     table = format_table(reports, "title")
     assert "| student | lenet5 | 80.00" in table.replace("  ", " ") or "80.00" in table
     assert f"{77_754 / 61_706:.1f}x" in table
-
-
-def test_evaluate_pair_counts_agreement() -> None:
-    images = torch.randn(12, 1, 28, 28)
-    teacher = create_model("lenet5").eval()
-    labels = teacher(images).argmax(1)
-    loader = DataLoader(TensorDataset(images, labels), batch_size=5)
-    assert evaluate_pair(teacher, teacher, loader) == {
-        "test/teacher_acc": 1.0,
-        "test/student_acc": 1.0,
-        "test/agreement": 1.0,
-    }
-    assert evaluate_pair(teacher, teacher, loader, max_batches=1)["test/teacher_acc"] == 1.0
 
 
 # ---------------------------------------------------------------------------------------------------- plots
