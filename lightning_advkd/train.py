@@ -11,6 +11,7 @@ Tasks (``task=``):
     teacher: train (or find in the cache) the teacher only, test it, print where it is saved.
     evaluate: test the distillation checkpoint ``ckpt_path=`` against its teacher, with the summary.
     export: write the student of ``ckpt_path=`` as safetensors, a state_dict and ONNX (checked against onnxruntime).
+    dashboard: build the project's W&B workspace (``dashboard`` options); offline, print what it would save.
 
 Examples:
     advkd-train                                          # the main job
@@ -44,10 +45,11 @@ from lightning_advkd.app.loggers import instantiate_loggers, log_config, log_stu
 from lightning_advkd.app.results import best_checkpoint, complete_metrics, save_student, summarize, trainer_metrics
 from lightning_advkd.app.teacher_source import build_network, obtain_teacher, teacher_task
 from lightning_advkd.app.wandb_setup import finish_wandb, register_resolvers
+from lightning_advkd.dashboard import dashboard_task
 
 log = logging.getLogger("lightning_advkd.train")
 
-TASKS = ("distill", "teacher", "evaluate", "export")
+TASKS = ("distill", "teacher", "evaluate", "export", "dashboard")
 
 register_resolvers()
 
@@ -109,6 +111,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)
+    if task == "dashboard":
+        return dashboard_task(cfg)
     L.seed_everything(cfg.seed, workers=True)
     check_launch(cfg)
 
