@@ -232,8 +232,20 @@ class LinearOutputs:
         return None
 
 
-def make_adapter(student_width: int, teacher_width: int) -> nn.Module:
-    """A learned linear map from student to teacher feature width; the identity when the widths already match."""
-    if student_width == teacher_width:
-        return nn.Identity()
-    return nn.Linear(student_width, teacher_width)
+def make_adapter(student_width: int, teacher_width: int, activation: str = "none") -> nn.Module:
+    """A learned linear map from student to teacher feature width; the identity when the widths already match.
+
+    ``activation="relu"`` ends it with a ReLU, so adapted features share the non-negative range of the pooled
+    post-ReLU features most teachers produce (a signed adapter output tells a discriminator "student" by its sign).
+
+    Example:
+        >>> make_adapter(6, 4, activation="relu")
+        Sequential(
+          (0): Linear(in_features=6, out_features=4, bias=True)
+          (1): ReLU()
+        )
+    """
+    if activation not in ("none", "relu"):
+        raise ValueError(f"adapter activation must be 'none' or 'relu', got {activation!r}")
+    linear = nn.Identity() if student_width == teacher_width else nn.Linear(student_width, teacher_width)
+    return linear if activation == "none" else nn.Sequential(linear, nn.ReLU())

@@ -90,6 +90,9 @@ class AdversarialDistillation(TwoPlayerModule):
         data_weight: deprecated; see ``data_term``.
         feature_weight: deprecated name of ``hint_weight``.
         adversarial_dropout: drop probability ``p`` of the adversarial samples.
+        adapter_activation: ``"relu"`` ends the adapter with a ReLU so adapted student features live in the
+            non-negative range of a pooled post-ReLU teacher feature (with ``"none"``, the default, their sign alone
+            lets the discriminator tell them apart); see :func:`~lightning_advkd.features.make_adapter`.
         discriminator_input: what the discriminator judges: ``"features"`` (the paper's: the teacher's pooled
             feature against the adapted student feature) or ``"logits"`` (the class probabilities softened at
             ``kd_temperature``, the input of MEAL-V2's discriminator, here trained in a true min-max). With
@@ -156,6 +159,7 @@ class AdversarialDistillation(TwoPlayerModule):
         logit_l1_weight: float = 0.0,
         hint_weight: float = 0.0,
         adversarial_dropout: float = 0.5,
+        adapter_activation: Literal["none", "relu"] = "none",
         discriminator_input: DiscriminatorInput = "features",
         conditional_discriminator: bool = False,
         gan_loss: GanLoss = "bce",
@@ -213,7 +217,7 @@ class AdversarialDistillation(TwoPlayerModule):
             ]
         )  # fmt: skip
         teacher_width, student_width = self.feature_widths
-        self.adapter = make_adapter(student_width, teacher_width)
+        self.adapter = make_adapter(student_width, teacher_width, adapter_activation)
         with torch.random.fork_rng(devices=[]):  # the discriminator's size never shifts the student's random stream
             self.discriminator = build_discriminator(discriminator, self.discriminator_width)
         optimizers = (student_optimizer or default_student_optimizer, discriminator_optimizer)

@@ -22,6 +22,7 @@ VARIANTS = {
         "discriminator": functools.partial(MLPDiscriminator, spectral_norm=True),
     },
     "relativistic": {"gan_loss": "relativistic"},
+    "relu_adapter": {"adapter_activation": "relu"},
     "slow_discriminator": {"discriminator_optimizer": functools.partial(torch.optim.Adam, lr=1e-5)},
 }
 
@@ -130,7 +131,7 @@ def test_discriminator_off_twin_is_the_same_run_whatever_the_discriminator(name:
         L.seed_everything(0, verbose=False)
         module = AdversarialDistillation(*make_networks(), adversarial_weight=0.0, **options)
         fit(module, [AdversarialSamples()])
-        results.append(student_state(module))
+        results.append({k: v.detach().clone() for k, v in module.student.state_dict().items()})
     for key in results[0]:
         assert torch.equal(results[0][key], results[1][key]), key
 
@@ -151,3 +152,19 @@ def test_hinge_losses_match_hand_computation() -> None:
     # D: mean(relu(1 - real)) + mean(relu(1 + fake)) = (0 + 0.5) / 2 + (0 + 2) / 2
     assert AF.discriminator_loss(real, fake, kind="hinge").item() == pytest.approx(1.25)
     assert AF.generator_loss(fake, kind="hinge").item() == pytest.approx(1.0)
+
+
+def test_relu_adapter_keeps_adapted_features_in_the_teachers_non_negative_range() -> None:
+    module = AdversarialDistillation(*make_networks(), adapter_activation="relu")
+    images, _ = next(iter(make_loader()))
+    teacher_features, student_features = module.features(images)
+    assert bool((teacher_features >= 0).all()) and bool((student_features >= 0).all())
+    signed = AdversarialDistillation(*make_networks())
+    assert bool((signed.features(images)[1] < 0).any())  # the default linear adapter's sign gives the student away
+    fit(module)
+    assert module.student_step == module.discriminator_step == 8
+
+
+def test_unknown_adapter_activation_is_refused() -> None:
+    with pytest.raises(ValueError, match="adapter activation must be 'none' or 'relu'"):
+        AdversarialDistillation(*make_networks(), adapter_activation="tanh")
