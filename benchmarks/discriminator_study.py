@@ -66,10 +66,12 @@ from lightning_advkd.supervised import SupervisedClassifier
 HERE = Path(__file__).parent
 NUM_CLASSES = 10
 REGULARIZERS = {"r1": R1Penalty, "adversarial_samples": AdversarialSamples}
-# Module options that only shape the discriminator: with adversarial_weight=0 they cannot reach the student.
+# Module options that only shape the discriminator's game: with adversarial_weight=0 they cannot reach the student
+# (the adapter feeds only the discriminator while the feature hint is off, as in every row here).
 DISCRIMINATOR_SIDE = {
     "adversarial_weight", "adversarial_dropout", "perturb_adversarial_term", "discriminator_input",
     "conditional_discriminator", "gan_loss", "spectral_norm", "discriminator_lr", "discriminator_steps",
+    "adapter_activation",
 }  # fmt: skip
 
 
@@ -125,11 +127,14 @@ ROWS: dict[str, Row] = {
     "anc_logits": anc(discriminator_input="logits"),
     "anc_hinge_sn": anc((), gan_loss="hinge", spectral_norm=True),
     "anc_relativistic": anc(gan_loss="relativistic"),
+    # the diagnosis' fix: adapted student features in the teacher's non-negative range
+    "anc_relu_adapter": anc(adapter_activation="relu"),
+    "anc_relu_wadv1": anc(adapter_activation="relu", adversarial_weight=1.0),
 }
 ROW_SETS = {
     "headline": ["supervised", "kd", "anc_default"],
-    "variants": ["anc_paper", "anc_wadv1", "anc_dlr_low", "anc_conditional", "anc_logits", "anc_hinge_sn",
-                 "anc_relativistic"],
+    "variants": ["anc_relu_adapter", "anc_relu_wadv1", "anc_conditional", "anc_paper", "anc_hinge_sn", "anc_logits"],
+    "more_variants": ["anc_wadv1", "anc_dlr_low", "anc_relativistic"],
 }  # fmt: skip
 
 
@@ -306,6 +311,15 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, Row, int, list[str]]]
     return list(runs.values())
 
 
+def code_version() -> str:
+    """The git commit of the code this process runs (``unknown`` outside a git checkout)."""
+    try:
+        command = ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def load_runs(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
 
@@ -341,6 +355,7 @@ def work(args: argparse.Namespace, worker: int, workers: int) -> None:
         result = run_one(pair, method, row, seed, caches[pair], args)
         result["twin_of"] = twin_of
         result["command"] = " ".join(["python", "benchmarks/discriminator_study.py", *args.argv])
+        result["code"] = code_version()
         append_run(runs_file, result)
         print(f"[{worker}] {pair} {method:>22} seed {seed}: val {100 * result['val_acc']:.2f} test "
               f"{100 * result['test_acc']:.2f} ({result['seconds']:.0f} s)", flush=True)  # fmt: skip
