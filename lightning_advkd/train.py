@@ -44,6 +44,7 @@ from lightning_advkd.app.launch import check_launch
 from lightning_advkd.app.loggers import instantiate_loggers, log_config, log_student_artifact
 from lightning_advkd.app.results import best_checkpoint, complete_metrics, save_student, summarize, trainer_metrics
 from lightning_advkd.app.teacher_source import build_network, obtain_teacher, teacher_task
+from lightning_advkd.app.validate import check_checkpoint, validate
 from lightning_advkd.app.wandb_setup import finish_wandb, register_resolvers
 from lightning_advkd.dashboard import dashboard_task
 
@@ -110,6 +111,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     output_dir = Path(cfg.paths.output_dir)
+    check_checkpoint(cfg)  # before this run's config_resolved.yaml could replace the resumed run's
     save_resolved_config(cfg, output_dir)
     if task == "dashboard":
         return dashboard_task(cfg)
@@ -120,6 +122,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     shape = DatasetShape.of(cfg.dataset.name, datamodule)
     check_compatibility(plain(cfg.pair), shape, plain(cfg.method), task, other_pairs=pair_input_sizes())
     num_classes = int(cfg.pair.get("num_classes") or shape.num_classes)
+    validate(cfg, shape, num_classes)  # every option the run uses, in seconds, before any training
     if task == "teacher":
         return teacher_task(cfg, shape, num_classes, output_dir)
     if task == "export":

@@ -173,6 +173,7 @@ def test_missing_teacher_checkpoint_says_how_to_train_one(make_cfg: MakeCfg, tmp
 
 
 def test_evaluate_without_a_cached_teacher_refuses_to_train_one(make_cfg: MakeCfg, tmp_path: Path) -> None:
+    (tmp_path / "x.ckpt").write_bytes(b"a checkpoint file (not read: the teacher is missing first)")
     cfg = make_cfg("task=evaluate", f"ckpt_path={tmp_path / 'x.ckpt'}", "logger=none")
     with pytest.raises(MissingTeacherError, match="advkd-train task=teacher"):
         run(cfg)
