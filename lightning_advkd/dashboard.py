@@ -16,6 +16,8 @@ import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from lightning_advkd.objective import TERMS
+
 __all__ = [
     "SECTIONS",
     "PanelSpec",
@@ -59,8 +61,9 @@ def _line(title: str, *keys: str) -> PanelSpec:
     return PanelSpec("line", title, keys)
 
 
-#: The workspace: metric names as :class:`~lightning_advkd.AdversarialDistillation` (``module.py``), the
-#: teacher-student metrics (``teacher_student.py``), the feature-projection callback and the summary log them.
+#: The workspace: metric names as :class:`~lightning_advkd.AdversarialDistillation` (``module.py``; the student's data
+#: terms are ``objective.TERMS``), the shared metrics (``metrics.py``), the feature-projection callback and the summary
+#: log them.
 SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec(
         "Accuracy",
@@ -75,8 +78,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
             _line(
                 "Student loss terms",
                 "train/loss/student_adversarial",
-                "train/loss/student_data",
-                "train/loss/student_feature",
+                *(f"train/loss/student_{term}" for term in TERMS),
                 "train/loss/student",
             ),
             _line(
@@ -86,7 +88,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 "train/loss/discriminator_reg_adversarial_samples",
                 "train/loss/discriminator",
             ),
-            _line("Student loss terms (validation)", "val/loss/student_adversarial", "val/loss/student_data"),
+            _line("Student loss terms (validation)", "val/loss/student_adversarial", "val/loss/student_kd"),
         ),
     ),
     SectionSpec(

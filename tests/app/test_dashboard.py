@@ -11,13 +11,17 @@ import pytest
 from omegaconf import DictConfig
 
 from lightning_advkd.dashboard import SECTIONS, build_workspace, dashboard, main, metric_keys
+from lightning_advkd.objective import TERMS
 from lightning_advkd.train import run
 
 ws = pytest.importorskip("wandb_workspaces.workspaces")
 
 MakeCfg = Callable[..., DictConfig]
-# Keys that only some configurations log: the FitNets-style feature term, another regularizer than the default R1.
-OPTIONAL = {"train/loss/student_feature", "train/loss/discriminator_reg_adversarial_samples"}
+# Keys that only some configurations log: the student's terms other than the default KD term, another regularizer
+# than the default R1.
+OPTIONAL = {f"train/loss/student_{t}" for t in TERMS if t != "kd"} | {
+    "train/loss/discriminator_reg_adversarial_samples"
+}
 
 
 @pytest.fixture(autouse=True)
