@@ -34,12 +34,13 @@ def check_manual_optimization_trainer(trainer: L.Trainer, owner: str) -> None:
 
 
 def check_training_set(trainer: L.Trainer) -> None:
-    """Refuse a fit whose training loader yields no batch (an empty dataset, or ``drop_last`` on a small one).
+    """Refuse a fit whose training loader yields no batch (an empty dataset, or ``drop_last`` on a small one), unless
+    the Trainer was asked for none (``limit_train_batches=0``).
 
     Raises:
         ValueError: when the Trainer counts 0 training batches.
     """
-    if trainer.num_training_batches == 0:
+    if trainer.num_training_batches == 0 and trainer.limit_train_batches != 0:
         raise ValueError(
             "the training set is empty: the train dataloader yields no batch (an empty dataset, a wrong data path or "
             "split, or drop_last=True with fewer samples than batch_size). Check the datamodule's training data"

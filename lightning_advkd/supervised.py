@@ -236,7 +236,8 @@ class SupervisedClassifier(L.LightningModule):
         self.log("test/loss", self._step(batch, batch_idx, "test"), sync_dist=True)
 
     @override
-    def on_train_start(self) -> None:
+    def on_fit_end(self) -> None:
+        # Lightning skips the whole training loop (and its hooks) when there is no batch, then ends the fit normally.
         guards.check_training_set(self.trainer)
 
     @override

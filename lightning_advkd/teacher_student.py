@@ -98,7 +98,9 @@ class TeacherStudentModule(L.LightningModule):
             raise ValueError(
                 f"teacher predicts {teacher_classes} classes but student {student_classes}, and a loss term compares "
                 f"their logits: build the student with num_classes={teacher_classes}, or turn the logit term off"
-            )
+                + ("" if example is not None else " (counts read off the last registered nn.Linear: pass input_shape= "
+                   "to read them from a forward pass)")
+            )  # fmt: skip
         self.num_classes = num_classes or teacher_classes or student_classes
         if self.num_classes is None:
             raise ValueError("cannot tell the number of classes: pass num_classes= or input_shape=")
@@ -249,7 +251,8 @@ class TeacherStudentModule(L.LightningModule):
         self._rng_state_to_restore = None
 
     @override
-    def on_train_start(self) -> None:
+    def on_fit_end(self) -> None:
+        # Lightning skips the whole training loop (and its hooks) when there is no batch, then ends the fit normally.
         guards.check_training_set(self.trainer)
 
     @override
