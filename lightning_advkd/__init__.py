@@ -8,8 +8,8 @@ from lightning_advkd.discriminator import MLPDiscriminator
 from lightning_advkd.distillation import KnowledgeDistillation
 from lightning_advkd.export import load_student_state_dict
 from lightning_advkd.features import FeatureTap, FeatureTapError
-from lightning_advkd.finite_guard import FiniteStateGuard, NonFiniteStateError
 from lightning_advkd.fingerprint import teacher_fingerprint
+from lightning_advkd.finite_guard import FiniteStateGuard, NonFiniteStateError
 from lightning_advkd.metrics import DiscriminatorAccuracy, EvaluationMetrics
 from lightning_advkd.module import AdversarialDistillation, NonFiniteLossError
 from lightning_advkd.objective import StudentObjective

@@ -72,7 +72,7 @@ def test_named_outputs(spec):
 
 
 def test_ambiguous_output_is_an_error_at_construction_naming_the_option():
-    with pytest.raises(OutputError, match="teacher returns a tuple of 2 tensors.*teacher_output="):
+    with pytest.raises(OutputError, match=r"teacher returns a tuple of 2 tensors.*teacher_output="):
         AdversarialDistillation(*pair("tuple"), input_shape=IMAGE_SHAPE)
     with pytest.raises(OutputError, match="student_output=2 names nothing"):
         AdversarialDistillation(*pair("tuple"), input_shape=IMAGE_SHAPE, teacher_output=1, student_output=2)
