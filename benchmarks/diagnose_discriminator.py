@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 
 from lightning_advkd import AdversarialDistillation, FeatureTap
 from lightning_advkd import functional as AF
+from lightning_advkd.objective import total
 from lightning_advkd.teacher_cache import TEACHER_LOGITS
 
 RECIPES = {
@@ -94,12 +95,12 @@ def gradient_ratio(module: AdversarialDistillation, batch: dict) -> float:
         logits = module.student(batch["image"])
     features = module.adapter(tap.pop())
     teacher_logits = batch[TEACHER_LOGITS]
-    hp = module.hparams
-    judged = features if hp.discriminator_input == "features" else F.softmax(logits / hp.kd_temperature, dim=1)
+    hp, temperature = module.hparams, module.objective.kd_temperature
+    judged = features if hp.discriminator_input == "features" else F.softmax(logits / temperature, dim=1)
     if hp.conditional_discriminator:
-        judged = AF.conditioned(judged, teacher_logits, hp.kd_temperature)
+        judged = AF.conditioned(judged, teacher_logits, temperature)
     adversarial = hp.adversarial_weight * AF.generator_loss(module.discriminator(judged))
-    data = hp.data_weight * AF.logit_matching_loss(logits, teacher_logits, hp.data_term, hp.kd_temperature)
+    data = total(module.objective.terms(logits, teacher_logits))
     norms = []
     for term in (adversarial, data):
         grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
