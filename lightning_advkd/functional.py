@@ -1,7 +1,8 @@
 """Pure loss and regularizer math of Adversarial Network Compression (ANC) and the baselines it is compared with.
 
 Every function is stateless and typed so that tests can check it against hand-computed values. The notation follows
-``METHOD.md``: ``f`` is a pooled penultimate feature, ``z`` a logit vector, ``D`` the discriminator (its raw logit).
+the paper (Belagiannis et al., ECCV-W 2018): ``f`` is a pooled penultimate feature, ``z`` a logit vector, ``D`` the
+discriminator (its raw logit).
 """
 
 from __future__ import annotations

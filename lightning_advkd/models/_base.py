@@ -16,9 +16,9 @@ class ClassifierNet(nn.Module):
 
     Subclasses implement :meth:`forward_features` and :meth:`forward_head`, set ``num_classes``, ``in_chans`` and
     ``num_features``, and register their final ``nn.Linear`` classifier **last** among their ``nn.Linear`` modules:
-    the distillation module's default feature tap, ``f(x)`` in ``METHOD.md``, is the input of the last ``nn.Linear``
-    of ``named_modules()``, and it must equal ``forward_head(forward_features(x), pre_logits=True)``. No dropout sits
-    between that vector and the classifier, so the tap sees the same vector in training and evaluation.
+    the distillation module's default feature tap, the feature ``f(x)`` the discriminator judges, is the input of the
+    last ``nn.Linear`` of ``named_modules()``, and it must equal ``forward_head(forward_features(x), pre_logits=True)``.
+    No dropout sits between that vector and the classifier, so the tap sees the same vector in training and evaluation.
 
     Attributes:
         default_cfg: The architecture's default input size and number of classes (a class attribute).
