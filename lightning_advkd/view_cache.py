@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -52,7 +50,19 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_advkd._atomic import file_lock, verify, write_atomic
+from lightning_advkd._atomic import file_lock
+from lightning_advkd._view_store import (
+    FORMAT_VERSION,
+    LOCK,
+    PARAM_PREFIX,
+    STORAGE_DTYPES,
+    ViewCacheMismatchError,
+    allocate,
+    check_or_write_meta,
+    done_marker,
+    file_name,
+    mark_done,
+)
 from lightning_advkd.data._base import AugmentedViews, group_by_view, view_loader
 from lightning_advkd.features import FeatureTap, first_tensor
 from lightning_advkd.fingerprint import teacher_fingerprint
@@ -66,29 +76,6 @@ from lightning_advkd.teacher_cache import (
 )
 
 log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
-_META = "meta.json"
-_LOCK = "build"  # the lock file is build.lock
-_PARAM_PREFIX = "view_param:"
-
-#: The fields that name a cache, with the words the refusal uses for them.
-KEY_FIELDS = {
-    "teacher_fingerprint": "teacher (fingerprint of its weights)",
-    "teacher_tap": "teacher feature tap",
-    "dataset_digest": "dataset (digest of its images and labels)",
-    "recipe": "augmentation recipe",
-    "num_views": "num_views (K)",
-    "seed": "view seed",
-    "dtype": "storage dtype",
-    "attention_layers": "attention_layers",
-    "format": "cache format version",
-}
-
-
-class ViewCacheMismatchError(ValueError):
-    """A cache folder holds the outputs of another teacher, tap, dataset, recipe, K, seed or dtype."""
 
 
 class AugmentedViewCache(Dataset):
@@ -168,8 +155,8 @@ class AugmentedViewCache(Dataset):
                 self._arrays: dict[str, np.ndarray] | None = builder.build_in_memory()
             else:
                 self.path.mkdir(parents=True, exist_ok=True)
-                with file_lock(self.path / _LOCK):
-                    _check_or_write_meta(self.path, self.meta)
+                with file_lock(self.path / LOCK):
+                    check_or_write_meta(self.path, self.meta)
                     builder.build_on_disk(self.path)
                 self._arrays = None  # opened read-only on first use, in every process (workers included)
         finally:
@@ -202,7 +189,7 @@ class AugmentedViewCache(Dataset):
         rows = indices.numpy()
         arrays = self.arrays
         params = self._params_type(
-            **{field: torch.from_numpy(np.asarray(arrays[_PARAM_PREFIX + field][view, rows])) for field in self._fields}
+            **{field: torch.from_numpy(np.asarray(arrays[PARAM_PREFIX + field][view, rows])) for field in self._fields}
         )
         batch = {self.input_key: self.views.view_batch(view, indices, params)}
         if self.views.labels is not None:
@@ -221,8 +208,8 @@ class AugmentedViewCache(Dataset):
         """Every stored tensor, ``(K, N, ...)``: the outputs and the views' augmentation parameters."""
         if self._arrays is None:
             assert self.path is not None
-            names = [*self.output_names, *(_PARAM_PREFIX + field for field in self._fields)]
-            self._arrays = {name: np.load(self.path / _file_name(name), mmap_mode="r") for name in names}
+            names = [*self.output_names, *(PARAM_PREFIX + field for field in self._fields)]
+            self._arrays = {name: np.load(self.path / file_name(name), mmap_mode="r") for name in names}
         return self._arrays
 
     @property
@@ -275,7 +262,7 @@ class _Builder:
         return self._build(range(self.cache.num_views), None)
 
     def build_on_disk(self, path: Path) -> None:
-        todo = [view for view in range(self.cache.num_views) if not _done_marker(path, view).is_file()]
+        todo = [view for view in range(self.cache.num_views) if not done_marker(path, view).is_file()]
         if not todo:
             log.info("Reusing the teacher's outputs on %d augmented views at %s", self.cache.num_views, path)
             return
@@ -300,18 +287,18 @@ class _Builder:
                         outputs = self._teacher_outputs(self.cache.views.view_batch(view, indices, batch_params))
                         if arrays is None:
                             shapes = {name: ((k, n, *o.shape[1:]), self.dtype) for name, o in outputs.items()}
-                            shapes.update({_PARAM_PREFIX + f: ((k, n), v.numpy().dtype) for f, v in params.items()})
-                            arrays = _allocate(shapes, path)
+                            shapes.update({PARAM_PREFIX + f: ((k, n), v.numpy().dtype) for f, v in params.items()})
+                            arrays = allocate(shapes, path)
                         for name, values in outputs.items():
                             arrays[name][view, start : start + len(indices)] = values.numpy()
                         bar.update(1)
                     assert arrays is not None, "no sample to cache"
                     for field, values in params.items():
-                        arrays[_PARAM_PREFIX + field][view] = values.numpy()
+                        arrays[PARAM_PREFIX + field][view] = values.numpy()
                     if path is not None:
                         for array in arrays.values():
                             array.flush()  # type: ignore[attr-defined]
-                        _mark_done(path, view)
+                        mark_done(path, view)
         finally:
             self.teacher.to(original).train(was_training)
         assert arrays is not None
@@ -331,73 +318,11 @@ class _Builder:
         return outputs
 
 
-# ---------------------------------------------------------------------------- files
+# ---------------------------------------------------------------------------- helpers
 
 
 def _as_dict(params: Any) -> dict[str, Tensor]:
     return {field.name: getattr(params, field.name) for field in dataclasses.fields(params)}
-
-
-def _file_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", name) + ".npy"
-
-
-def _done_marker(path: Path, view: int) -> Path:
-    return path / f"view-{view:05d}.done"
-
-
-def _mark_done(path: Path, view: int) -> None:
-    write_atomic(_done_marker(path, view), lambda f: f.write(b"done\n"), checksum=False)
-
-
-def _allocate(shapes: dict[str, tuple[tuple[int, ...], Any]], path: Path | None) -> dict[str, np.ndarray]:
-    """Arrays of the given shapes: in memory, or ``.npy`` files memory-mapped for writing (reopened if present)."""
-    arrays: dict[str, np.ndarray] = {}
-    for name, (shape, dtype) in shapes.items():
-        if path is None:
-            arrays[name] = np.zeros(shape, dtype=dtype)
-            continue
-        file = path / _file_name(name)
-        if file.is_file():
-            existing = np.load(file, mmap_mode="r+")
-            if existing.shape == shape and existing.dtype == np.dtype(dtype):
-                arrays[name] = existing
-                continue
-            del existing
-        arrays[name] = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)
-    return arrays
-
-
-def _check_or_write_meta(path: Path, meta: dict[str, Any]) -> None:
-    file = path / _META
-    if not file.is_file():
-        if any(path.glob("*.npy")) or any(path.glob("*.done")):
-            raise ViewCacheMismatchError(
-                f"{path} holds cache files but no {_META}: it is not a complete view cache. Delete the folder to "
-                "rebuild it, or pass another path"
-            )
-        text = json.dumps(meta, indent=1, sort_keys=True) + "\n"
-        write_atomic(file, lambda f: f.write(text.encode()))
-        return
-    verify(file)
-    found = json.loads(file.read_text())
-    mismatched = [field for field in KEY_FIELDS if found.get(field) != meta[field]]
-    if mismatched:
-        what = ", ".join(KEY_FIELDS[field].split(" (")[0] for field in mismatched)
-        details = "; ".join(
-            f"{KEY_FIELDS[field]}: cached {_short(found.get(field))}, asked {_short(meta[field])}"
-            for field in mismatched
-        )
-        raise ViewCacheMismatchError(
-            f"the view cache at {path} was built for another {what} ({details}). Delete that folder to rebuild it for "
-            "this run, or pass another path (one folder per teacher, tap, dataset, recipe, num_views, seed and dtype; "
-            "cache_folder_name() names one)"
-        )
-
-
-def _short(value: Any) -> str:
-    text = str(value)
-    return text[:12] + "..." if re.fullmatch(r"[0-9a-f]{64}", text) else repr(value)
 
 
 @contextmanager
