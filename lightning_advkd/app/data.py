@@ -15,6 +15,7 @@ from typing_extensions import override
 
 from lightning_advkd.data._base import TrainOrder
 from lightning_advkd.teacher_cache import TeacherOutputCache
+from lightning_advkd.view_cache import AugmentedViewCache, cache_folder_name
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +149,21 @@ class TeacherOutputDataModule(L.LightningDataModule):
 
 
 def with_teacher_outputs(cfg: DictConfig, datamodule: Any, module: nn.Module) -> Any:
-    """The datamodule, or its :class:`TeacherOutputDataModule` when ``cfg.teacher_output_cache`` asks for it, the
-    module runs a frozen teacher (the supervised baseline does not), and the cache is exact (no augmentation)."""
+    """The datamodule with the frozen teacher's outputs cached, when ``cfg.teacher_output_cache`` asks for it and the
+    module runs a frozen teacher (the supervised baseline does not).
+
+    Plain training images: a :class:`TeacherOutputDataModule`. Augmented ones drawn as views (the in-memory
+    small-image datamodules): the datamodule itself, its training views replaced by an
+    :class:`~lightning_advkd.AugmentedViewCache` (see :func:`with_view_cache`). Other augmentation cannot be replayed,
+    so the teacher then runs at every step.
+    """
     teacher = getattr(module, "teacher", None)
     if not cfg.get("teacher_output_cache", False) or not isinstance(teacher, nn.Module):
         return datamodule
     if getattr(datamodule, "augment", False):
-        log.info("teacher-output cache off: the training images are augmented (dataset.datamodule.augment=true)")
+        if hasattr(getattr(datamodule, "train_transform", None), "view_params"):
+            return with_view_cache(cfg, datamodule, teacher)
+        log.info("teacher-output cache off: this dataset's augmentation cannot be replayed from a cache")
         return datamodule
     log.info("Teacher-output cache on: the frozen teacher runs once per image instead of at every step")
     node = cfg.method.module
@@ -169,4 +178,31 @@ def with_teacher_outputs(cfg: DictConfig, datamodule: Any, module: nn.Module) ->
     )
 
 
-__all__ = ["TeacherOutputDataModule", "with_teacher_outputs"]
+def with_view_cache(cfg: DictConfig, datamodule: Any, teacher: nn.Module) -> Any:
+    """Train on K augmented views per image whose teacher outputs are computed once and read back (exact).
+
+    K is ``cfg.view_cache.num_views``, or one view per epoch (``trainer.max_epochs``) when it is ``null``; with fewer
+    views than epochs the views are cycled. The cache lives under ``<paths.cache_dir>/teacher_views/``, keyed by the
+    teacher, its tap, the images, the augmentation recipe, K, the seed and the storage dtype, and is reused by every
+    later run with the same key. Validation and test images are not augmented: the teacher runs on them live.
+    """
+    options = cfg.get("view_cache") or {}
+    num_views = options.get("num_views") or cfg.trainer.get("max_epochs")
+    if not num_views or int(num_views) < 1:
+        raise ValueError(
+            "the view cache needs a number of views: set view_cache.num_views=K (trainer.max_epochs is not set)"
+        )
+    dtype = str(options.get("dtype", "float32"))
+    datamodule.num_views = int(num_views)
+    datamodule.setup("fit")
+    tap = cfg.pair.teacher.get("tap")
+    folder = Path(cfg.paths.cache_dir).expanduser() / "teacher_views"
+    folder /= cache_folder_name(teacher, datamodule.train_views, tap=tap, dtype=dtype)
+    log.info("Teacher-output cache on augmented views: %d views per image in %s", int(num_views), folder)
+    datamodule.train_views = AugmentedViewCache(
+        datamodule.train_views, teacher, path=folder, tap=tap, dtype=dtype, batch_size=512, progress=True
+    )
+    return datamodule
+
+
+__all__ = ["TeacherOutputDataModule", "with_teacher_outputs", "with_view_cache"]

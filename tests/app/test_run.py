@@ -137,6 +137,25 @@ def test_attention_transfer_reads_teacher_maps_from_the_output_cache(make_cfg: M
         assert {"teacher_attention:layer1", "teacher_attention:layer2"} <= set(torch.load(path, weights_only=True))
 
 
+def test_augmented_training_reads_teacher_outputs_from_the_view_cache(make_cfg: MakeCfg, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    common = [
+        "trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger=csv",
+        "teacher_output_cache=true", "dataset.datamodule.augment=true", "callbacks=none",
+    ]  # fmt: skip
+    first = run(make_cfg(*common, run="first", cache=cache))
+    (folder,) = (cache / "teacher_views").iterdir()
+    arrays = sorted(path.name for path in folder.glob("*.npy"))
+    assert any("logits" in name for name in arrays) and any("features" in name for name in arrays), arrays
+    stamps = {path: path.stat().st_mtime_ns for path in folder.glob("*.npy")}
+    second = run(make_cfg(*common, run="second", cache=cache))
+    assert {path: path.stat().st_mtime_ns for path in folder.glob("*.npy")} == stamps, "the cache is reused"
+    assert second["test/student_acc"] == first["test/student_acc"]
+    other_k = run(make_cfg(*common, "view_cache.num_views=1", run="k1", cache=cache))
+    assert len(list((cache / "teacher_views").iterdir())) == 2, "another K is another cache"
+    assert 0.0 <= other_k["test/student_acc"] <= 1.0
+
+
 def test_regularizers_are_attached_together(make_cfg: MakeCfg, tmp_path: Path) -> None:
     run(make_cfg("regularizer=[adversarial_samples,r1,weight_l2]", *SHORT, "logger=csv"))
     columns = set(csv_rows(tmp_path / "run")[0])
