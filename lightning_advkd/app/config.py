@@ -39,7 +39,7 @@ def build(what: str, node: Any, *, detail: str = "", **kwargs: Any) -> Any:
         # torch.load(weights_only=True) must be able to read back (resume, evaluate).
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as err:
-        # The object's own message (e.g. "data_term must be one of ...") says what to fix; Hydra's wrapper only
+        # The object's own message (e.g. "gan_loss must be one of ...") says what to fix; Hydra's wrapper only
         # repeats it inside a longer one. The log line above names the target.
         if isinstance(err.__cause__, (ValueError, TypeError, KeyError, FileNotFoundError)):
             raise err.__cause__ from None

@@ -45,7 +45,7 @@ def test_optuna_study_of_two_trials_in_sqlite(tmp_path: Path, data_root: Path) -
     assert 0.0 <= results["best_value"] <= 1.0
     assert set(results["best_params"]) == {
         "method.module.adversarial_weight",
-        "method.module.data_weight",
+        "method.module.kd_weight",
         "optimizer.lr",
         "regularizer.r1.weight",
     }

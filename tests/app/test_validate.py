@@ -56,7 +56,7 @@ def test_resume_with_another_seed(make_cfg: MakeCfg, tmp_path: Path) -> None:
     ("override", "match"),
     [
         ("method.module.adversarial_weight=-1", "adversarial_weight"),
-        ("method.module.data_term=cosine", "data_term"),
+        ("method.module.gan_loss=cosine", "gan_loss"),
         ("pair.teacher.tap=no_such_layer", "no_such_layer"),
     ],
 )

@@ -96,11 +96,11 @@ def test_offline_run_records_config_metrics_images_table_and_model(
 
 
 def test_failing_job_still_finishes_its_run(make_cfg: MakeCfg, tmp_path: Path, no_credentials: None) -> None:
-    cfg = make_cfg("logger=wandb", "method.module.data_term=cross_entropy", "trainer.max_epochs=1")
-    with pytest.raises(ValueError, match="data_term must be one of"):
+    cfg = make_cfg("logger=wandb", "method.module.gan_loss=cross_entropy", "trainer.max_epochs=1")
+    with pytest.raises(ValueError, match="gan_loss must be one of"):
         run(cfg)
     assert wandb.run is None
     (run_dir,) = offline_runs(tmp_path / "run" / "wandb")
     record = read_offline_run(run_dir)
     assert record.exit_code == 1
-    assert record.config["method"]["module"]["data_term"] == "cross_entropy"
+    assert record.config["method"]["module"]["gan_loss"] == "cross_entropy"
