@@ -226,6 +226,25 @@ class TeacherStudentModule(L.LightningModule):
         """Student's ``(feature, logits)`` from one forward pass."""
         return self._forward("student", inputs)
 
+    @torch.no_grad()
+    def features(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """The teacher's and the student's feature vectors for a batch, without autograd.
+
+        Subclasses with a discriminator return the vectors it judges (``AdversarialDistillation.features``).
+
+        Args:
+            batch: a batch as the module's loaders give it (a tensor, a tuple or a dict, cached or not).
+
+        Returns:
+            ``(teacher, student)``: the teacher's tapped feature, ``(N, C_T)``, and the student's tapped feature
+            through the module's ``adapter`` when it has one (``(N, C_S)`` otherwise).
+        """
+        inputs, _ = self._split(batch)
+        teacher_features, _ = self._teacher_outputs(batch, inputs)
+        student_features, _ = self._student_forward_raw(inputs)
+        adapter = getattr(self, "adapter", None)
+        return teacher_features, adapter(student_features) if adapter is not None else student_features
+
     def _log_metrics(self, metrics: EvaluationMetrics, labelled: bool) -> None:
         for collection in metrics.collections(labelled):
             self.log_dict(collection, on_step=False, on_epoch=True)

@@ -39,11 +39,14 @@ class FeatureProjectionPlot(Callback):
     """Every ``every_n_epochs`` validation epochs, a PNG of teacher vs adapted-student features on a fixed batch.
 
     Takes the first ``num_samples`` samples of the validation loader once, then after each chosen validation epoch
-    computes the teacher's features ``f_T`` and the student's features through the adapter ``A(f_S)`` (what the
-    discriminator compares), projects both onto the first two principal axes of ``f_T`` and draws them coloured by
-    network. The PNG is saved under ``dirpath`` and handed to every logger that takes images (W&B's ``log_image``,
-    TensorBoard's ``add_figure``). Modules other than the teacher-student ones (the supervised baseline) are skipped,
-    as are feature widths that no adapter reconciles (a projection on the teacher's axes would be meaningless).
+    computes the module's :meth:`~lightning_advkd.TeacherStudentModule.features`: for ``AdversarialDistillation`` the
+    vectors the discriminator compares (the teacher's feature ``f_T`` and the adapted student feature ``A(f_S)``, or
+    both tempered softmaxes with ``discriminator_input="logits"``), for the other teacher-student modules the teacher's
+    feature and the student's through their adapter. It projects both onto the first two principal axes of the
+    teacher's vectors and draws them coloured by network. The PNG is saved under ``dirpath`` and handed to every
+    logger that takes images (W&B's ``log_image``, TensorBoard's ``add_image``). Modules other than the
+    teacher-student ones (the supervised baseline) are skipped, as are feature widths that no adapter reconciles (a
+    projection on the teacher's axes would be meaningless).
 
     Args:
         dirpath: Folder of the PNGs (``feature_projection_epoch<NNN>.png``).
@@ -99,12 +102,7 @@ class FeatureProjectionPlot(Callback):
         if batch is None:
             return None
         batch = _to_device(batch, module.device)
-        with torch.no_grad():
-            inputs, _ = module._split(batch)
-            teacher_features, _ = module._teacher_outputs(batch, inputs)
-            student_features, _ = module._student_forward_raw(inputs)
-            adapter = getattr(module, "adapter", None)
-            adapted = adapter(student_features) if adapter is not None else student_features
+        teacher_features, adapted = module.features(batch)
         if adapted.shape[1] != teacher_features.shape[1]:
             if not self._skip_reason_logged:
                 log.info(
@@ -118,24 +116,22 @@ class FeatureProjectionPlot(Callback):
         return teacher_features.float().cpu(), adapted.float().cpu()
 
     def _plot(self, teacher: Tensor, student: Tensor, epoch: int) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # A bare Figure renders through Agg when saved: no pyplot, so the process's matplotlib backend is left alone.
+        from matplotlib.figure import Figure
 
         teacher_2d, student_2d = pca_projection(teacher, student)
-        fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-        ax.scatter(teacher_2d[:, 0], teacher_2d[:, 1], s=6, alpha=0.5, label="teacher f_T", color="tab:red")
-        ax.scatter(student_2d[:, 0], student_2d[:, 1], s=6, alpha=0.5, label="student A(f_S)", color="tab:blue")
-        ax.set_xlabel("PC 1 of teacher features")
-        ax.set_ylabel("PC 2 of teacher features")
-        ax.set_title(f"feature distributions, epoch {epoch}")
+        fig = Figure(figsize=(5, 5), dpi=100)
+        ax = fig.subplots()
+        ax.scatter(teacher_2d[:, 0], teacher_2d[:, 1], s=6, alpha=0.5, label="teacher", color="tab:red")
+        ax.scatter(student_2d[:, 0], student_2d[:, 1], s=6, alpha=0.5, label="student", color="tab:blue")
+        ax.set_xlabel("PC 1 of the teacher's vectors")
+        ax.set_ylabel("PC 2 of the teacher's vectors")
+        ax.set_title(f"what the discriminator sees, epoch {epoch}")
         ax.legend(loc="best", markerscale=3)
         fig.tight_layout()
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"feature_projection_epoch{epoch:03d}.png"
         fig.savefig(path)
-        plt.close(fig)
         return path
 
     def _log_image(self, trainer: L.Trainer, path: Path) -> None:
