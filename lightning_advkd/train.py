@@ -137,7 +137,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # this process or loaded from the cache, so a rerun with a cached teacher reproduces the first run.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     loggers = instantiate_loggers(cfg)
-    log_config(loggers, cfg)  # starts the W&B run: the config is recorded even if building fails below
+    loggers = log_config(loggers, cfg)  # starts the W&B run: the config is recorded even if building fails below
     callbacks = instantiate_callbacks(cfg, has_logger=bool(loggers))
     input_shape = [shape.in_chans, shape.image_size, shape.image_size]
     module = build(

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from omegaconf import OmegaConf
 
@@ -25,17 +25,31 @@ DEFAULT_HOST = "api.wandb.ai"
 _MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 
 
-def _wandb_host(env: Mapping[str, str]) -> str:
-    base_url = env.get("WANDB_BASE_URL")
-    return (urlparse(base_url).hostname or DEFAULT_HOST) if base_url else DEFAULT_HOST
+def _netrc_machines(env: Mapping[str, str]) -> list[str]:
+    """The netrc machine names that hold W&B credentials for the configured server.
+
+    The pinned wandb (0.31) writes and reads the entry under the server URL's ``host[:port]``; older clients used the
+    bare host name.
+    """
+    parts = urlsplit(env.get("WANDB_BASE_URL") or f"https://{DEFAULT_HOST}")
+    return list(dict.fromkeys(name for name in (parts.netloc, parts.hostname) if name))
+
+
+def _netrc_file(env: Mapping[str, str], netrc_path: str | Path | None) -> Path:
+    """The netrc file wandb reads: ``netrc_path``, ``$NETRC``, ``~/.netrc``, else ``~/_netrc`` (Windows)."""
+    if netrc_path or env.get("NETRC"):
+        return Path(netrc_path or env["NETRC"]).expanduser()
+    unix = Path("~/.netrc").expanduser()
+    windows = Path("~/_netrc").expanduser()
+    return windows if not unix.is_file() and windows.is_file() else unix
 
 
 def has_wandb_credentials(env: Mapping[str, str] | None = None, netrc_path: str | Path | None = None) -> bool:
-    """Whether W&B could log in without asking: ``WANDB_API_KEY`` is set, or the netrc file has the W&B host.
+    """Whether W&B could log in without asking: ``WANDB_API_KEY`` is set, or the netrc file has the W&B server.
 
     Args:
         env: The environment to read (default ``os.environ``).
-        netrc_path: The netrc file (default ``$NETRC`` or ``~/.netrc``).
+        netrc_path: The netrc file (default ``$NETRC``, ``~/.netrc`` or ``~/_netrc``, as wandb looks for it).
 
     Example:
         >>> has_wandb_credentials({"WANDB_API_KEY": "x" * 40})
@@ -46,13 +60,14 @@ def has_wandb_credentials(env: Mapping[str, str] | None = None, netrc_path: str 
     env = os.environ if env is None else env
     if env.get("WANDB_API_KEY"):
         return True
-    path = Path(netrc_path or env.get("NETRC") or Path.home() / ".netrc").expanduser()
+    path = _netrc_file(env, netrc_path)
     if not path.is_file():
         return False
     try:
-        return netrc.netrc(str(path)).authenticators(_wandb_host(env)) is not None
+        entries = netrc.netrc(str(path))
     except (netrc.NetrcParseError, OSError):
         return False
+    return any(entries.authenticators(machine) is not None for machine in _netrc_machines(env))
 
 
 def wandb_mode(env: Mapping[str, str] | None = None, netrc_path: str | Path | None = None) -> str:
