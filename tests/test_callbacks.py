@@ -7,7 +7,7 @@ import math
 import lightning as L
 import pytest
 import torch
-from test_module import build, fit
+from helpers import build, fit
 from tiny_networks import make_loader, make_networks
 
 from lightning_advkd import (

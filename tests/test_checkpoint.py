@@ -5,8 +5,8 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from helpers import assert_same_state, build, state
 from lightning.pytorch.callbacks import ModelCheckpoint
-from test_module import assert_same_state, build, state
 from tiny_networks import TinyStudent, TinyTeacher, make_data, make_loader, make_networks
 from torch import nn
 

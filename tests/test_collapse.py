@@ -6,7 +6,7 @@ import functools
 
 import pytest
 import torch
-from test_module import build, fit
+from helpers import build, fit
 from tiny_networks import make_loader
 
 from lightning_advkd import AdversarialSamples, CollapseGuard

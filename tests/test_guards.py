@@ -8,8 +8,8 @@ import warnings
 import lightning as L
 import pytest
 import torch
+from helpers import fit
 from lightning.pytorch.callbacks import ModelCheckpoint
-from test_module import fit
 from tiny_networks import IMAGE_SHAPE, TinyStudent, make_data, make_loader, make_networks
 from torch.utils.data import DataLoader, TensorDataset
 

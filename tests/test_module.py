@@ -8,38 +8,13 @@ import functools
 import lightning as L
 import pytest
 import torch
+from helpers import assert_same_state, build, fit, state
 from lightning.pytorch.callbacks import Callback
 from tiny_networks import IMAGE_SHAPE, NUM_CLASSES, TinyStudent, TinyTeacher, make_data, make_loader, make_networks
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_advkd import AdversarialDistillation, AdversarialSamples, FeatureTapError, NonFiniteLossError
-
-
-def fit(module: L.LightningModule, loader: DataLoader, val_loader: DataLoader | None = None, **kwargs) -> L.Trainer:
-    options = dict(
-        accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
-    )  # fmt: skip
-    options.update(kwargs)
-    trainer = L.Trainer(**options)
-    trainer.fit(module, loader, val_loader)
-    return trainer
-
-
-def state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
-def build(seed: int = 0, **kwargs) -> AdversarialDistillation:
-    teacher, student = make_networks(seed)
-    return AdversarialDistillation(teacher, student, **kwargs)
 
 
 class TeacherModeRecorder(Callback):

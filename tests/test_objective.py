@@ -6,7 +6,7 @@ import functools
 
 import pytest
 import torch
-from test_module import assert_same_state, fit, state
+from helpers import assert_same_state, fit, state
 from tiny_networks import TinyStudent, TinyTeacher, make_data, make_loader
 from torch import nn
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_module import assert_same_state, fit, state
+from helpers import assert_same_state, fit, state
 from tiny_networks import IMAGE_SHAPE, TinyStudent, TinyTeacher, make_loader
 from torch import Tensor, nn
 

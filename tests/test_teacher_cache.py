@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_module import assert_same_state, fit, state
+from helpers import assert_same_state, fit, state
 from tiny_networks import TinyStudent, TinyTeacher, make_data, make_networks
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 

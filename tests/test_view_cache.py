@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from test_module import assert_same_state, fit, state
+from helpers import assert_same_state, fit, state
 from tiny_networks import IMAGE_SHAPE, NUM_CLASSES, TinyTeacher, make_networks
 
 from lightning_advkd import (
