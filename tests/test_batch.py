@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import doctest
 from collections import namedtuple
 
 import pytest
 import torch
 
-import lightning_advkd.batch
 from lightning_advkd.batch import split_batch
 
 X = torch.randn(4, 3, 2, 2)
 Y = torch.tensor([0, 1, 2, 3])
-
-
-def test_doctests() -> None:
-    results = doctest.testmod(lightning_advkd.batch, verbose=False)
-    assert results.attempted > 0
-    assert results.failed == 0
 
 
 def test_tensor_batch_has_no_labels() -> None:

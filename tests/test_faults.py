@@ -3,7 +3,6 @@ and say what happened (naming the file or directory)."""
 
 from __future__ import annotations
 
-import doctest
 import errno
 import logging
 import multiprocessing
@@ -21,7 +20,6 @@ from tiny_networks import TinyTeacher, make_data
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_advkd._atomic as atomic
-import lightning_advkd.checkpoint_io as checkpoint_io
 from lightning_advkd import TeacherOutputCache, load_student_state_dict
 from lightning_advkd._atomic import CorruptFileError, DiskFullError, load_or_build, verify, write_atomic
 from lightning_advkd.app.teachers import cached_teacher, load_teacher, save_teacher
@@ -29,11 +27,6 @@ from lightning_advkd.checkpoint_io import AtomicCheckpointIO, NonFiniteCheckpoin
 from lightning_advkd.models._checkpoint import read_checkpoint
 
 FORK = multiprocessing.get_context("fork")
-
-
-@pytest.mark.parametrize("module", [atomic, checkpoint_io], ids=lambda m: m.__name__)
-def test_doctests(module) -> None:
-    assert doctest.testmod(module, verbose=False).failed == 0
 
 
 # ---- crafted pickles run no code ---------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import pytest
@@ -10,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import lightning_advkd.functional
 from lightning_advkd.functional import (
     adversarial_sample,
     adversarial_samples_penalty,
@@ -43,15 +41,6 @@ def softmax(z: list[float], temperature: float) -> list[float]:
 def kl(p: list[float], q: list[float]) -> float:
     """``KL(p || q) = sum_i p_i log(p_i / q_i)``."""
     return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
-
-
-# --- doctests ---------------------------------------------------------------------------------------------------------
-
-
-def test_doctests() -> None:
-    results = doctest.testmod(lightning_advkd.functional, verbose=False)
-    assert results.attempted > 0
-    assert results.failed == 0
 
 
 # --- adversarial (BCE) losses -----------------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-
 import pytest
 from torch import nn
 
@@ -41,7 +39,3 @@ def test_latency_refuses_a_model_off_the_cpu(monkeypatch):
     monkeypatch.setattr(profiling, "_device", lambda model: torch.device("cuda"))
     with pytest.raises(ValueError, match=r"model\.cpu"):
         profiling.cpu_latency_ms(nn.Linear(2, 2), (2,))
-
-
-def test_doctests():
-    assert doctest.testmod(profiling).failed == 0

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import doctest
-
 import pytest
 
-import lightning_advkd.schedules
 from lightning_advkd.schedules import ConstantSchedule, LinearDecay, LinearWarmup, StepSchedule
-
-
-def test_doctests() -> None:
-    results = doctest.testmod(lightning_advkd.schedules, verbose=False)
-    assert results.attempted > 0
-    assert results.failed == 0
 
 
 @pytest.mark.parametrize("step", [0, 1, 17, 10**9])
