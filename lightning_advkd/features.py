@@ -180,8 +180,10 @@ class FeatureTap:
 
 
 class LinearOutputs:
-    """Records the output of every ``nn.Linear`` of a network during a forward pass, to find the one that produced
-    the logits (the classifier, whatever the order in which the layers were registered).
+    """Records the output of every ``nn.Linear`` of a network during a forward pass.
+
+    It finds the layer that produced the logits (the classifier, whatever the order in which the layers were
+    registered).
 
     Example:
         >>> import torch

@@ -34,8 +34,10 @@ def check_manual_optimization_trainer(trainer: L.Trainer, owner: str) -> None:
 
 
 def check_training_set(trainer: L.Trainer) -> None:
-    """Refuse a fit whose training loader yields no batch (an empty dataset, or ``drop_last`` on a small one), unless
-    the Trainer was asked for none (``limit_train_batches=0``).
+    """Refuse a fit whose training loader yields no batch.
+
+    An empty dataset, or ``drop_last`` on a small one, is refused unless the Trainer was asked for no batch
+    (``limit_train_batches=0``).
 
     Raises:
         ValueError: when the Trainer counts 0 training batches.

@@ -122,8 +122,15 @@ class EvaluationMetrics(nn.Module):
                 metric.update(student_logits, labels)
 
     def collections(self, labelled: bool) -> list[MetricCollection]:
-        """What to hand to ``LightningModule.log_dict`` after a batch: the label-free metrics, and the labelled ones
-        when the batch had labels (a metric that was never fed must not be logged)."""
+        """What to hand to ``LightningModule.log_dict`` after a batch.
+
+        Args:
+            labelled: whether the batch had labels.
+
+        Returns:
+            The label-free metrics (when there are any), and the labelled ones when the batch had labels (a metric
+            that was never fed must not be logged).
+        """
         chosen = [self.label_free] if len(self.label_free) else []
         return [*chosen, self.labelled] if labelled else chosen
 

@@ -265,6 +265,7 @@ class AdversarialDistillation(TwoPlayerModule):
 
     # ------------------------------------------------------------------ training
 
+    @override
     def on_fit_start(self) -> None:
         super().on_fit_start()
         check_ddp_finds_unused_parameters(self.trainer.strategy.model)

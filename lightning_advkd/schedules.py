@@ -15,6 +15,7 @@ class ConstantSchedule:
     """
 
     def __call__(self, step: int) -> float:
+        """The factor at ``step`` (a count of updates from 0) that multiplies the scheduled quantity."""
         return 1.0
 
     def __repr__(self) -> str:
@@ -36,6 +37,7 @@ class LinearWarmup:
         self.start = start
 
     def __call__(self, step: int) -> float:
+        """The factor at ``step`` (a count of updates from 0) that multiplies the scheduled quantity."""
         if step >= self.warmup_steps:
             return 1.0
         return self.start + (1.0 - self.start) * step / self.warmup_steps
@@ -59,6 +61,7 @@ class StepSchedule:
         self.gamma = gamma
 
     def __call__(self, step: int) -> float:
+        """The factor at ``step`` (a count of updates from 0) that multiplies the scheduled quantity."""
         return self.gamma ** bisect.bisect_right(self.milestones, step)
 
     def __repr__(self) -> str:
@@ -80,6 +83,7 @@ class LinearDecay:
         self.end = end
 
     def __call__(self, step: int) -> float:
+        """The factor at ``step`` (a count of updates from 0) that multiplies the scheduled quantity."""
         if step >= self.decay_steps:
             return self.end
         return 1.0 + (self.end - 1.0) * step / self.decay_steps

@@ -300,8 +300,10 @@ class SupervisedClassifier(L.LightningModule):
     def load_model_from_checkpoint(
         path: str | Path, model: nn.Module, *, strict: bool = True, map_location: Any = "cpu"
     ) -> nn.Module:
-        """Load a :class:`SupervisedClassifier` checkpoint's weights into ``model``; see
-        :func:`load_model_from_checkpoint`."""
+        """Load a :class:`SupervisedClassifier` checkpoint's weights into ``model``.
+
+        See :func:`load_model_from_checkpoint` for the arguments, the return value and the errors.
+        """
         return load_model_from_checkpoint(path, model, strict=strict, map_location=map_location)
 
 

@@ -58,8 +58,9 @@ class FrozenTeacher:
             del state_dict[key]
 
     def restore(self, state_dict: MutableMapping[str, Tensor], saved_fingerprint: str | None) -> None:
-        """Put this teacher's weights back into a checkpoint's ``state_dict`` that has none, after checking it is the
-        teacher the checkpoint was trained with.
+        """Put this teacher's weights back into a checkpoint's ``state_dict`` that has none.
+
+        First checks that it is the teacher the checkpoint was trained with.
 
         Raises:
             ValueError: when the fingerprints differ.

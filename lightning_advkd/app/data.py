@@ -149,8 +149,10 @@ class TeacherOutputDataModule(L.LightningDataModule):
 
 
 def with_teacher_outputs(cfg: DictConfig, datamodule: Any, module: nn.Module) -> Any:
-    """The datamodule with the frozen teacher's outputs cached, when ``cfg.teacher_output_cache`` asks for it and the
-    module runs a frozen teacher (the supervised baseline does not).
+    """The datamodule with the frozen teacher's outputs cached, when the config asks for it.
+
+    Caching applies when ``cfg.teacher_output_cache`` asks for it and the module runs a frozen teacher (the supervised
+    baseline does not).
 
     Plain training images: a :class:`TeacherOutputDataModule`. Augmented ones drawn as views (the in-memory
     small-image datamodules): the datamodule itself, its training views replaced by an

@@ -1,5 +1,7 @@
-"""The run's loggers: built from group ``logger``, W&B runs named, grouped and tagged, the config and the student
-recorded."""
+"""The run's loggers: built from group ``logger``, W&B runs named, grouped and tagged.
+
+The run's config and its trained student are recorded through them.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ log = logging.getLogger(__name__)
 
 
 def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
-    """Every logger of ``cfg.logger``; a W&B logger gets the run's group, job type and tags unless the config sets
-    them."""
+    """Every logger of ``cfg.logger``.
+
+    A W&B logger gets the run's group, job type and tags unless the config sets them.
+    """
     loggers: list[Logger] = []
     for name, node in (cfg.get("logger") or {}).items():
         if not isinstance(node, DictConfig) or "_target_" not in node:
@@ -75,8 +79,10 @@ def _start_wandb(logger: WandbLogger, cfg: DictConfig) -> WandbLogger:
 
 
 def log_student_artifact(cfg: DictConfig, loggers: list[Logger], path: Path, metrics: dict[str, float]) -> None:
-    """With ``logger.wandb.log_model``: the trained student's ``state_dict`` as a W&B model artifact (the Lightning
-    checkpoints go up too, through ``WandbLogger`` itself)."""
+    """With ``logger.wandb.log_model``: the trained student's ``state_dict`` as a W&B model artifact.
+
+    The Lightning checkpoints go up too, through ``WandbLogger`` itself.
+    """
     for logger in loggers:
         if isinstance(logger, WandbLogger) and cfg.logger.wandb.get("log_model"):
             import wandb

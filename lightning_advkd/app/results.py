@@ -31,9 +31,12 @@ def trainer_metrics(trainer: L.Trainer) -> dict[str, float]:
 def complete_metrics(
     metrics: dict[str, float], teacher: nn.Module, student: nn.Module, datamodule: Any, trainer: L.Trainer
 ) -> dict[str, float]:
-    """The metrics as they are: every method's module now measures the teacher's accuracy and the agreement itself
-    (the supervised baseline through its reference ``teacher``), under the same names. Kept so that callers written
-    against the former hand count keep working; it will be removed."""
+    """The metrics as they are (deprecated; it will be removed).
+
+    Every method's module now measures the teacher's accuracy and the agreement itself (the supervised baseline
+    through its reference ``teacher``), under the same names. Kept so that callers written against the former hand
+    count keep working.
+    """
     del teacher, student, datamodule, trainer
     return metrics
 

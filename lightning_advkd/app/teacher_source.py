@@ -1,6 +1,8 @@
-"""Where a run's teacher comes from: ``pair.teacher.checkpoint``, else the reference teacher shipped for the pair
-(``pair.teacher.reference``, when the run's dataset is the one it was trained on and ``teacher_training.retrain`` is
-off), else the teacher cache, else trained now and cached.
+"""Where a run's teacher comes from.
+
+In order: ``pair.teacher.checkpoint``, else the reference teacher shipped for the pair (``pair.teacher.reference``,
+when the run's dataset is the one it was trained on and ``teacher_training.retrain`` is off), else the teacher cache,
+else trained now and cached.
 
 The cache itself (keys, files, loading) is :mod:`lightning_advkd.app.teachers`; this module decides which source a run
 uses, trains a missing teacher with ``teacher_training``, and tests a teacher for ``task=teacher``.

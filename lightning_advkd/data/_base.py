@@ -718,8 +718,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return self._loader(self.test_set, self.eval_batch_size, train=False)
 
     def state_dict(self) -> dict[str, Any]:
-        """The shuffling generator's state, and the position within the epoch when saved mid-epoch
-        (:class:`TrainOrder`): a resumed run continues the same sequence of epoch orders from where it stopped."""
+        """The shuffling generator's state, and the position within the epoch when saved mid-epoch.
+
+        With the position (:class:`TrainOrder`), a resumed run continues the same sequence of epoch orders from where
+        it stopped.
+        """
         return {"seed": self.seed, **self._train_order.state_dict(self.trainer, self.batch_size)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

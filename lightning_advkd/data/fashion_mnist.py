@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from typing_extensions import override
 
 from lightning_advkd.data._base import ImageClassificationDataModule, Transform
 from lightning_advkd.data.tensor_transforms import TensorImageTransform
@@ -160,14 +161,18 @@ class FashionMNISTDataModule(ImageClassificationDataModule):
                 "and pass data_dir=<that folder>."
             )
 
+    @override
     def load_train_dataset(self) -> Dataset:
         return IDXImageDataset(*self._pair("train"), num_classes=self.num_classes)  # type: ignore[arg-type]
 
+    @override
     def load_test_dataset(self) -> Dataset:
         return IDXImageDataset(*self._pair("t10k"), num_classes=self.num_classes)  # type: ignore[arg-type]
 
+    @override
     def default_train_transform(self) -> Transform:
         return TensorImageTransform(self.mean, self.std, padding=2, hflip=self.hflip)
 
+    @override
     def default_eval_transform(self) -> Transform:
         return TensorImageTransform(self.mean, self.std)

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
+from typing_extensions import override
 
 from lightning_advkd.data._base import ImageClassificationDataModule, Transform, to_normalized_tensor
 
@@ -205,12 +206,15 @@ class ImageNetDataModule(ImageClassificationDataModule):
                 f"num_classes={self.num_classes}; pass num_classes={len(classes['train'])} for a subset"
             )
 
+    @override
     def load_train_dataset(self) -> Dataset:
         return ImageFolderDataset(self.data_dir / "train", "RGB", skip_unreadable=self.skip_unreadable)
 
+    @override
     def load_test_dataset(self) -> Dataset:
         return ImageFolderDataset(self.data_dir / "val", "RGB", skip_unreadable=self.skip_unreadable)
 
+    @override
     def default_train_transform(self) -> Transform:
         return v2.Compose(
             [
@@ -220,6 +224,7 @@ class ImageNetDataModule(ImageClassificationDataModule):
             ]
         )
 
+    @override
     def default_eval_transform(self) -> Transform:
         return v2.Compose(
             [

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
+from typing_extensions import override
 
 from lightning_advkd.data._base import ImageClassificationDataModule, Transform
 from lightning_advkd.data.tensor_transforms import TensorImageTransform
@@ -139,15 +140,19 @@ class SVHNDataModule(ImageClassificationDataModule):
     def _file(self, split: str) -> Path:
         return self.data_dir / datasets.SVHN.split_list[split][1]
 
+    @override
     def load_train_dataset(self) -> Dataset:
         train = SVHNMatDataset(self._file("train"))
         return ConcatDataset([train, SVHNMatDataset(self._file("extra"))]) if self.use_extra else train
 
+    @override
     def load_test_dataset(self) -> Dataset:
         return SVHNMatDataset(self._file("test"))
 
+    @override
     def default_train_transform(self) -> Transform:
         return TensorImageTransform(self.mean, self.std, padding=4)
 
+    @override
     def default_eval_transform(self) -> Transform:
         return TensorImageTransform(self.mean, self.std)

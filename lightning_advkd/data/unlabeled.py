@@ -152,6 +152,7 @@ class UnlabeledImageFolderDataModule(ImageClassificationDataModule):
                 )
             self._check_num_classes()
 
+    @override
     def load_train_dataset(self) -> Dataset:
         exclude = self.val_dir.resolve() if self.val_dir is not None else None
         paths = find_images(self.data_dir, exclude)
@@ -162,6 +163,7 @@ class UnlabeledImageFolderDataModule(ImageClassificationDataModule):
             )
         return ImageFiles(paths, _MODES[self.in_chans], skip_unreadable=self.skip_unreadable)
 
+    @override
     def load_test_dataset(self) -> Dataset | None:
         if self.val_dir is None:
             return None
@@ -178,6 +180,7 @@ class UnlabeledImageFolderDataModule(ImageClassificationDataModule):
             return []
         return super().test_dataloader()
 
+    @override
     def default_train_transform(self) -> Transform:
         flip = [v2.RandomHorizontalFlip()] if self.hflip else []
         return v2.Compose(
@@ -189,6 +192,7 @@ class UnlabeledImageFolderDataModule(ImageClassificationDataModule):
             ]
         )
 
+    @override
     def default_eval_transform(self) -> Transform:
         return v2.Compose(
             [

@@ -1,5 +1,6 @@
-"""CIFAR ResNets: the knowledge-distillation community's set (CRD / RepDistiller naming) and the pre-activation
-ResNet-164 teacher of the ANC paper.
+"""CIFAR ResNets: the distillation community's set and the pre-activation ResNet-164 teacher of the ANC paper.
+
+The community's set follows the CRD / RepDistiller naming.
 
 ``resnet{8,14,20,32,44,56,110}`` and ``resnet{8,32}x4`` follow He et al. (CVPR 2016, Sec. 4.2) with the variant the
 KD community trains: three stages of BasicBlocks on 32x32, 16x16 and 8x8 maps, 1x1-convolution + BN shortcuts where
@@ -64,6 +65,7 @@ class BasicBlock(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
+        """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``, same spatial size unless ``stride > 1``."""
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -89,6 +91,7 @@ class PreActBottleneck(nn.Module):
             self.downsample = nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Pre-activated 1x1, 3x3 and 1x1 convolutions plus the (projected) shortcut, ``expansion * planes`` wide."""
         preact = F.relu(self.bn1(x), inplace=True)
         # The projection shortcut takes the pre-activated input, as in the paper's Fig. 1(b) / fb.resnet.torch.
         shortcut = x if self.downsample is None else self.downsample(preact)

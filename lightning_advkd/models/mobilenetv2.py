@@ -61,6 +61,7 @@ class InvertedResidual(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """The projected output, added to ``x`` when the block keeps the shape (stride 1, same channels)."""
         return x + self.conv(x) if self.use_shortcut else self.conv(x)
 
 

@@ -1,5 +1,6 @@
-"""timm models behind the ``"timm.<name>"`` / ``"timm/<name>"`` prefixes (optional: ``pip install
-lightning_advkd[timm]``).
+"""timm models behind the ``"timm.<name>"`` / ``"timm/<name>"`` prefixes.
+
+timm is optional: ``pip install lightning_advkd[timm]``.
 
 Built with ``pretrained=False``: nothing is downloaded; pass a weight file as ``checkpoint=`` to ``create_model``.
 timm models already have ``forward_features``, ``forward_head(x, pre_logits=True)``, ``num_classes`` and

@@ -48,6 +48,7 @@ class WideBasicBlock(nn.Module):
             self.convShortcut = nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Two pre-activated 3x3 convolutions (dropout between them in training) added to the (projected) shortcut."""
         preact = F.relu(self.bn1(x))
         # With a projection the shortcut starts from the pre-activated input, as in the paper's code.
         shortcut = x if self.convShortcut is None else self.convShortcut(preact)

@@ -44,7 +44,7 @@ def test_export_task_writes_the_runs_student(make_cfg: MakeCfg, tmp_path: Path, 
 def test_export_task_needs_a_checkpoint(make_cfg: MakeCfg, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="task=export needs ckpt_path="):
         run(make_cfg("task=export", "logger=none"))
-    with pytest.raises(ValueError, match="missing.ckpt: no such file"):  # checked before anything else runs
+    with pytest.raises(ValueError, match=r"missing\.ckpt: no such file"):  # checked before anything else runs
         run(make_cfg("task=export", f"ckpt_path={tmp_path / 'missing.ckpt'}", "logger=none"))
 
 
