@@ -69,7 +69,7 @@ for weights in (load_file(f"{folder}/student.safetensors"), torch.load(f"{folder
     model = LeNet5().eval()
     model.load_state_dict(weights)
     with torch.no_grad():
-        assert np.array_equal(model(inputs).numpy(), expected)
+        assert np.allclose(model(inputs).numpy(), expected, rtol=0, atol=1e-5)  # thread counts may differ
 session = onnxruntime.InferenceSession(f"{folder}/student.onnx", providers=["CPUExecutionProvider"])
 (logits,) = session.run(None, {"input": inputs.numpy()})
 print("onnxruntime max abs diff", float(np.abs(logits - expected).max()))
