@@ -26,7 +26,9 @@ from lightning_advkd.app.teachers import cached_teacher, load_teacher, save_teac
 from lightning_advkd.checkpoint_io import AtomicCheckpointIO, NonFiniteCheckpointError, non_finite_tensors
 from lightning_advkd.models._checkpoint import read_checkpoint
 
-FORK = multiprocessing.get_context("fork")
+FORK = multiprocessing.get_context("fork")  # for children that are killed mid-write and run no torch op
+# Children that run torch start fresh: a forked copy of a process whose torch thread pools are running can crash.
+SPAWN = multiprocessing.get_context("spawn")
 
 
 # ---- crafted pickles run no code ---------------------------------------------------------------------------------
@@ -272,9 +274,9 @@ def _count_calls(counter: Path, delay: float = 0.3):
     return record
 
 
-def _run_together(target, args_per_process: list[tuple], timeout: float = 60) -> None:
-    barrier = FORK.Barrier(len(args_per_process))
-    children = [FORK.Process(target=_after_barrier, args=(barrier, target, *args)) for args in args_per_process]
+def _run_together(target, args_per_process: list[tuple], timeout: float = 180) -> None:
+    barrier = SPAWN.Barrier(len(args_per_process))
+    children = [SPAWN.Process(target=_after_barrier, args=(barrier, target, *args)) for args in args_per_process]
     for child in children:
         child.start()
     for child in children:
