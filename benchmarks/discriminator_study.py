@@ -20,9 +20,14 @@ Each finished run is one JSON line of ``benchmarks/results/<study>/runs.jsonl``;
 there, so an interrupted study resumes. ``table.md``, ``table.csv`` and ``accuracy.png`` (paired differences) and
 ``health.png`` (discriminator accuracy and feature scale over training) are rewritten from ``runs.jsonl``.
 
+Pairs and regimes: ``--pairs`` picks teacher-student pairs; ``--train-size`` and ``--epochs`` set the regime (e.g. a
+long schedule on a small subset, where matching the teacher's distribution should matter more). Rows are compared
+within one setting (pair, training images, epochs); the table has one block per setting.
+
 Usage:
-  python benchmarks/discriminator_study.py --rows headline --jobs 2          # the headline rows, 10 seeds
-  python benchmarks/discriminator_study.py --rows variants --seeds 0 1 2 3 4 --jobs 2
+  python benchmarks/discriminator_study.py --pairs resnet14-lenet5 --rows headline --jobs 2   # headline, 10 seeds
+  python benchmarks/discriminator_study.py --pairs resnet14-lenet5 --rows variants --seeds 0 1 2 3 4 --jobs 2
+  python benchmarks/discriminator_study.py --pairs resnet14-lenet5 --train-size 5000 --epochs 60 --seeds 0 1 2 3 4
   python benchmarks/discriminator_study.py --table-only                      # re-table runs.jsonl
   python benchmarks/discriminator_study.py --quick                           # a smoke run: minutes
 """
@@ -54,14 +59,18 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_advkd import (
     AdversarialDistillation,
     AdversarialSamples,
+    AugmentedViewCache,
+    AugmentedViews,
     MLPDiscriminator,
     R1Penalty,
     TeacherOutputCache,
+    view_loader,
 )
 from lightning_advkd.data import FashionMNISTDataModule
 from lightning_advkd.distillation import KnowledgeDistillation
 from lightning_advkd.models import create_model, load_weights
 from lightning_advkd.supervised import SupervisedClassifier
+from lightning_advkd.view_cache import cache_folder_name
 
 HERE = Path(__file__).parent
 NUM_CLASSES = 10
@@ -112,8 +121,9 @@ def anc(regularizers: tuple[tuple[str, float], ...] = (("r1", 1.0),), **options:
 
 
 PAIRS = {
-    "resnet14-lenet5": Pair("resnet14", "lenet5"),
-    "resnet14-resnet8": Pair("resnet14", "resnet8"),
+    "resnet14-lenet5": Pair("resnet14", "lenet5"),  # a plain CNN student without BatchNorm
+    "resnet14-mobilenetv2": Pair("resnet14", "mobilenetv2_x0_5"),  # a BatchNorm student of another family
+    "resnet14-resnet8": Pair("resnet14", "resnet8"),  # a student close in capacity, same family
 }
 ROWS: dict[str, Row] = {
     "supervised": Row("supervised"),
@@ -150,6 +160,23 @@ def datasets(args: argparse.Namespace) -> dict[str, TensorDataset]:
     if args.train_size:
         train = TensorDataset(*(t[: args.train_size] for t in train.tensors))
     return {"train": train, "val": _tensors(data.val_dataloader()), "test": _tensors(data.test_dataloader())}
+
+
+def augmented_views(args: argparse.Namespace) -> AugmentedViews:
+    """The training images (the same ones as :func:`datasets`) as ``--epochs`` views of random crop (padding 2) and
+    flip, one fresh view per epoch; the views are fixed by the split seed, so every method and seed sees the same."""
+    data = FashionMNISTDataModule(
+        batch_size=128, augment=True, val_split=args.val_size, seed=args.split_seed, num_views=args.epochs
+    )
+    data.setup("fit")
+    views = data.train_views
+    assert isinstance(views, AugmentedViews)
+    if args.train_size:
+        labels = None if views.labels is None else views.labels[: args.train_size]
+        views = AugmentedViews(
+            views.images[: args.train_size], labels, views.transform, num_views=views.num_views, seed=views.seed
+        )
+    return views
 
 
 def _tensors(loader: DataLoader, shuffle_free: bool = False) -> TensorDataset:
@@ -270,7 +297,11 @@ def run_one(pair_name: str, method: str, row: Row, seed: int, data: dict, args: 
         default_root_dir=args.out / "lightning",
     )  # fmt: skip
     start = time.time()
-    loader = DataLoader(train, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    if args.augment:  # epoch e reads view e; the label-free methods read the teacher's outputs for that very view
+        loader = data["views_cached" if cached else "views"].dataloader(batch_size=128, generator=generator)
+    else:
+        loader = DataLoader(train, batch_size=128, shuffle=True, generator=generator)
     trainer.fit(module, loader, DataLoader(val, batch_size=1000))
     seconds = time.time() - start
     (tested,) = trainer.test(module, DataLoader(test, batch_size=1000), verbose=False)
@@ -278,7 +309,7 @@ def run_one(pair_name: str, method: str, row: Row, seed: int, data: dict, args: 
     last = history.epochs[-1]
     return {
         "pair": pair_name, "method": method, "seed": seed, "epochs": args.epochs, "train_size": len(train),
-        "val_size": len(val), "augment": False, "adversarial": row.adversarial, "row_key": row.key(),
+        "val_size": len(val), "augment": args.augment, "adversarial": row.adversarial, "row_key": row.key(),
         "val_acc": last[f"val/{metric}"], "test_acc": tested[f"test/{metric}"],
         "d_acc": _d_acc(last), "d_acc_real": last.get("val/d_acc_real"), "d_acc_fake": last.get("val/d_acc_fake"),
         "teacher": pair.teacher, "student": pair.student, "lr": args.lr, "clip": args.clip,
@@ -331,9 +362,27 @@ def append_run(path: Path, result: dict) -> None:
 
 
 def build_caches(teacher: nn.Module, data: dict, args: argparse.Namespace) -> dict:
+    """The teacher's outputs for every split, and with ``--augment`` for every view of the training images."""
     cached = {f"{split}_cached": TeacherOutputCache(data[split], teacher, cache_dir=args.cache_dir / "outputs",
                                                     batch_size=1000) for split in ("train", "val", "test")}  # fmt: skip
+    if args.augment:
+        views = augmented_views(args)
+        path = args.cache_dir / "views" / cache_folder_name(teacher, views)
+        start = time.time()
+        cached["views_cached"] = AugmentedViewCache(views, teacher, path=path, batch_size=1000)
+        cached["views"] = _ViewLoader(views)
+        print(f"view cache {path.name}: ready in {time.time() - start:.0f} s", flush=True)
     return {**data, **cached}
+
+
+@dataclasses.dataclass
+class _ViewLoader:
+    """The augmented views themselves, for the supervised row (it needs no teacher output)."""
+
+    views: AugmentedViews
+
+    def dataloader(self, batch_size: int, generator: torch.Generator) -> DataLoader:
+        return view_loader(self.views, batch_size, generator=generator)
 
 
 def work(args: argparse.Namespace, worker: int, workers: int) -> None:
@@ -344,7 +393,7 @@ def work(args: argparse.Namespace, worker: int, workers: int) -> None:
     done = {
         (r["pair"], r["row_key"], r["seed"])
         for r in load_runs(runs_file)
-        if r["epochs"] == args.epochs and r["train_size"] == len(data["train"])
+        if r["epochs"] == args.epochs and r["train_size"] == len(data["train"]) and r["augment"] == args.augment
     }
     pending = [p for p in plan(args) if (p[0], p[2].key(), p[3]) not in done]
     pending.sort(key=lambda p: (args.pairs.index(p[0]), p[3]))  # seed by seed: every row gets seeds evenly
@@ -396,10 +445,24 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
     return mean, float(stats.t.ppf(0.975, len(values) - 1)) * std / math.sqrt(len(values)), std
 
 
-def paired(runs: list[dict], pair: str, method: str, other: str, key: str = "test_acc") -> dict | None:
-    """Paired difference ``method - other`` over the seeds both have, in points."""
-    a = {r["seed"]: r[key] for r in runs if r["pair"] == pair and r["method"] == method}
-    b = {r["seed"]: r[key] for r in runs if r["pair"] == pair and r["method"] == other}
+Setting = tuple[str, int, int, bool]
+
+
+def setting(run: dict) -> Setting:
+    """Where a run belongs: its pair and regime (training images, epochs, augmentation); rows are compared within
+    one setting."""
+    return run["pair"], run["train_size"], run["epochs"], run["augment"]
+
+
+def setting_label(where: Setting) -> str:
+    pair, train_size, epochs, augment = where
+    return f"{pair}, {train_size:,} images x {epochs} epochs" + (", augmented" if augment else "")
+
+
+def paired(runs: list[dict], where: Setting, method: str, other: str, key: str = "test_acc") -> dict | None:
+    """Paired difference ``method - other`` over the seeds both have in one setting, in points."""
+    a = {r["seed"]: r[key] for r in runs if setting(r) == where and r["method"] == method}
+    b = {r["seed"]: r[key] for r in runs if setting(r) == where and r["method"] == other}
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return None
@@ -409,38 +472,40 @@ def paired(runs: list[dict], pair: str, method: str, other: str, key: str = "tes
             "wins": sum(d > 0 for d in diffs)}  # fmt: skip
 
 
-def twin_name(runs: list[dict], pair: str, method: str) -> str | None:
+def twin_name(runs: list[dict], where: Setting, method: str) -> str | None:
     """The method name under which ``method``'s discriminator-off twin ran (shared twins run once)."""
     row = ROWS.get(method)
     if row is None or not row.adversarial:
         return None
     key = row.twin().key()
-    return next((r["method"] for r in runs if r["pair"] == pair and r["row_key"] == key), None)
+    return next((r["method"] for r in runs if setting(r) == where and r["row_key"] == key), None)
 
 
 def summarize(runs: list[dict]) -> list[dict]:
     rows = []
     order = {name: i for i, name in enumerate(ROWS)}
     methods = sorted(
-        {(r["pair"], r["method"]) for r in runs},
-        key=lambda pm: (pm[0], order.get(pm[1].removesuffix("_twin"), 99), pm[1].endswith("_twin")),
+        {(setting(r), r["method"]) for r in runs},
+        key=lambda sm: (sm[0], order.get(sm[1].removesuffix("_twin"), 99), sm[1].endswith("_twin")),
     )
-    for pair, method in methods:
-        chosen = [r for r in runs if r["pair"] == pair and r["method"] == method]
+    for where, method in methods:
+        pair = where[0]
+        chosen = [r for r in runs if setting(r) == where and r["method"] == method]
         test = [100 * r["test_acc"] for r in chosen]
         val = [100 * r["val_acc"] for r in chosen]
         test_mean, _, test_std = mean_ci(test)
         d_accs = [r["d_acc"] for r in chosen if r.get("d_acc") is not None]
-        twin = twin_name(runs, pair, method)
+        twin = twin_name(runs, where, method)
         row = {
-            "pair": pair, "method": method, "seeds": len(chosen), "train_size": chosen[0]["train_size"],
-            "epochs": chosen[0]["epochs"], "val_mean": statistics.mean(val), "test_mean": test_mean,
+            "pair": pair, "method": method, "setting": where, "seeds": len(chosen), "augment": where[3],
+            "train_size": chosen[0]["train_size"], "epochs": chosen[0]["epochs"], "val_mean": statistics.mean(val),
+            "test_mean": test_mean,
             "test_std": test_std, "test_worst": min(test), "d_acc": statistics.mean(d_accs) if d_accs else None,
             "minutes": statistics.mean(r["seconds"] for r in chosen) / 60, "twin": twin,
         }  # fmt: skip
         for label, other in (("twin", twin), ("kd", "kd")):
-            diff = paired(runs, pair, method, other) if other and other != method else None
-            val_diff = paired(runs, pair, method, other, "val_acc") if other and other != method else None
+            diff = paired(runs, where, method, other) if other and other != method else None
+            val_diff = paired(runs, where, method, other, "val_acc") if other and other != method else None
             row[f"vs_{label}"] = diff
             row[f"val_vs_{label}"] = val_diff
         rows.append(row)
@@ -457,9 +522,9 @@ def _fmt_diff(diff: dict | None) -> str:
 def write_outputs(runs: list[dict], args: argparse.Namespace, teachers: dict[str, float]) -> None:
     rows = summarize(runs)
     with (args.out / "table.csv").open("w", newline="") as handle:
-        fields = ["pair", "method", "seeds", "train_size", "epochs", "val_mean", "test_mean", "test_std",
+        fields = ["pair", "method", "seeds", "train_size", "epochs", "augment", "val_mean", "test_mean", "test_std",
                   "test_worst", "d_acc", "minutes", "twin", "vs_twin", "vs_kd", "val_vs_twin", "val_vs_kd"]  # fmt: skip
-        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, **{k: _fmt_diff(row[k]) for k in fields if k.startswith(("vs_", "val_vs_"))}})
@@ -469,19 +534,22 @@ def write_outputs(runs: list[dict], args: argparse.Namespace, teachers: dict[str
         f"{len(runs)} runs of `runs.jsonl`, {sum(r['seconds'] for r in runs) / 3600:.1f} h of single-threaded "
         f"training. Fashion-MNIST: {args.val_size:,} validation images carved from the training set (split seed "
         f"{args.split_seed}), test set read once per run after the last epoch; students: SGD lr {args.lr} momentum "
-        f"0.9 wd 5e-4, cosine, batch 128, gradient norm clipped at {args.clip}, no augmentation.", "",
+        f"0.9 wd 5e-4, cosine, batch 128, gradient norm clipped at {args.clip}; augmented settings: random crop "
+        "(padding 2) and flip, a fresh view per epoch, the teacher's outputs for each view from the view cache.",
+        "",
         "Teachers (test accuracy): " + ", ".join(f"{name} {acc:.2f} %" for name, acc in teachers.items()) + ".", "",
         "Accuracies in %, last epoch. Paired differences in points: mean [95 % t-interval] (seeds won / seeds). "
         "`vs twin` is the discriminator's contribution: the row minus the same recipe with adversarial weight 0.",
         "",
-        "| pair | method | seeds | train images | epochs | val | test (mean +- std) | worst | D acc (val) "
+        "| pair | method | seeds | train images | epochs | aug | val | test (mean +- std) | worst | D acc (val) "
         "| test vs twin | test vs KD | val vs twin | min/run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in rows:
         d_acc = "" if r["d_acc"] is None else f"{r['d_acc']:.3f}"
         lines.append(
-            f"| {r['pair']} | {r['method']} | {r['seeds']} | {r['train_size']:,} | {r['epochs']} | {r['val_mean']:.2f} "
+            f"| {r['pair']} | {r['method']} | {r['seeds']} | {r['train_size']:,} | {r['epochs']} "
+            f"| {'yes' if r['augment'] else 'no'} | {r['val_mean']:.2f} "
             f"| {r['test_mean']:.2f} +- {r['test_std']:.2f} | {r['test_worst']:.2f} | {d_acc} "
             f"| {_fmt_diff(r['vs_twin'])} | {_fmt_diff(r['vs_kd'])} | {_fmt_diff(r['val_vs_twin'])} "
             f"| {r['minutes']:.1f} |"
@@ -499,7 +567,7 @@ def plot_differences(rows: list[dict], path: Path) -> None:
     if not shown:
         return
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.4 * len(shown)))
-    labels = [f"{r['pair']}: {r['method']}" for r in shown]
+    labels = [f"{setting_label(r['setting'])}: {r['method']}" for r in shown]
     means = [r["vs_twin"]["mean"] for r in shown]
     errors = [0 if math.isnan(r["vs_twin"]["low"]) else r["vs_twin"]["mean"] - r["vs_twin"]["low"] for r in shown]
     ax.barh(labels, means, xerr=errors, capsize=3, color=["tab:green" if m > 0 else "tab:red" for m in means])
@@ -518,10 +586,10 @@ def plot_health(runs: list[dict], path: Path) -> None:
     if not adversarial:
         return
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for pair, method in sorted({(r["pair"], r["method"]) for r in adversarial}):
-        chosen = [r["history"] for r in adversarial if r["pair"] == pair and r["method"] == method]
+    for where, method in sorted({(setting(r), r["method"]) for r in adversarial}):
+        chosen = [r["history"] for r in adversarial if setting(r) == where and r["method"] == method]
         epochs = range(1, len(chosen[0]) + 1)
-        label = f"{pair}: {method}"
+        label = f"{setting_label(where)}: {method}"
 
         def curve(key: str, histories: list = chosen) -> list[float]:
             return [statistics.mean(h[e].get(key, math.nan) for h in histories) for e in range(len(histories[0]))]
@@ -555,6 +623,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--train-size", type=int, default=0, help="use only the first N training images (0: all)")
+    parser.add_argument(
+        "--augment", action="store_true", help="crop + flip, a fresh view per epoch, teacher outputs from a view cache"
+    )
     parser.add_argument("--val-size", type=int, default=5000)
     parser.add_argument("--teacher-epochs", type=int, default=0, help="override the pairs' teacher budget (0: keep)")
     parser.add_argument("--split-seed", type=int, default=0)

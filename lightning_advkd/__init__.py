@@ -3,7 +3,7 @@
 from lightning_advkd.callbacks import AdversarialSamples, InstanceNoise, LabelSmoothing, R1Penalty, WeightPenalty
 from lightning_advkd.checkpoint_io import AtomicCheckpointIO, NonFiniteCheckpointError
 from lightning_advkd.collapse import CollapseGuard
-from lightning_advkd.data._base import AugmentedViews, ViewSampler, view_loader
+from lightning_advkd.data.views import AugmentedViews, ViewSampler, view_loader
 from lightning_advkd.discriminator import MLPDiscriminator
 from lightning_advkd.distillation import KnowledgeDistillation
 from lightning_advkd.export import load_student_state_dict

@@ -113,7 +113,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except pickle.UnpicklingError as err:
             raise pickle.UnpicklingError(
                 f"{path} cannot be loaded with torch.load(weights_only=True) (it names objects that could run code "
-                f"when unpickled). If you trust the file, pass weights_only=False to fit/test. torch said: {err}"
+                f"when unpickled). If you trust the file, set the weights_only argument of fit/test to False. "
+                f"torch said: {err}"
             ) from err
 
     @override

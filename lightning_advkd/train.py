@@ -42,7 +42,7 @@ from lightning_advkd.app.data import with_teacher_outputs
 from lightning_advkd.app.export_task import export_task
 from lightning_advkd.app.launch import check_launch
 from lightning_advkd.app.loggers import instantiate_loggers, log_config, log_student_artifact
-from lightning_advkd.app.results import best_checkpoint, complete_metrics, save_student, summarize, trainer_metrics
+from lightning_advkd.app.results import best_checkpoint, save_student, summarize, trainer_metrics
 from lightning_advkd.app.teacher_source import build_network, obtain_teacher, teacher_task
 from lightning_advkd.app.validate import check_checkpoint, validate
 from lightning_advkd.app.wandb_setup import finish_wandb, register_resolvers
@@ -154,7 +154,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("Testing teacher and student")
         trainer.test(module, datamodule=data, ckpt_path=ckpt_path if task == "evaluate" else None, verbose=False)
         metrics.update(trainer_metrics(trainer))
-    metrics = complete_metrics(metrics, teacher, student, datamodule, trainer)
     extra = {"teacher": teacher_info, "checkpoint": best_checkpoint(trainer) if task == "distill" else str(ckpt_path)}
     if trainer.is_global_zero:
         if task == "distill":

@@ -63,7 +63,7 @@ from lightning_advkd._view_store import (
     file_name,
     mark_done,
 )
-from lightning_advkd.data._base import AugmentedViews, group_by_view, view_loader
+from lightning_advkd.data.views import AugmentedViews, group_by_view, view_loader
 from lightning_advkd.features import FeatureTap, first_tensor
 from lightning_advkd.fingerprint import teacher_fingerprint
 from lightning_advkd.functional import attention_map

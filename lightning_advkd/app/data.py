@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
-from lightning_advkd.data._base import TrainOrder
+from lightning_advkd.data.train_order import TrainOrder
 from lightning_advkd.teacher_cache import TeacherOutputCache
 from lightning_advkd.view_cache import AugmentedViewCache, cache_folder_name
 

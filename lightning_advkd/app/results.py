@@ -28,19 +28,6 @@ def trainer_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
-def complete_metrics(
-    metrics: dict[str, float], teacher: nn.Module, student: nn.Module, datamodule: Any, trainer: L.Trainer
-) -> dict[str, float]:
-    """The metrics as they are (deprecated; it will be removed).
-
-    Every method's module now measures the teacher's accuracy and the agreement itself (the supervised baseline
-    through its reference ``teacher``), under the same names. Kept so that callers written against the former hand
-    count keep working.
-    """
-    del teacher, student, datamodule, trainer
-    return metrics
-
-
 def best_checkpoint(trainer: L.Trainer) -> str | None:
     """The checkpoint callback's best (else last) checkpoint, ``None`` without one."""
     callback = trainer.checkpoint_callback
@@ -108,4 +95,4 @@ def summarize(
             )
 
 
-__all__ = ["best_checkpoint", "complete_metrics", "save_student", "summarize", "trainer_metrics"]
+__all__ = ["best_checkpoint", "save_student", "summarize", "trainer_metrics"]

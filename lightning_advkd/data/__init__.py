@@ -1,9 +1,10 @@
 """LightningDataModules for the datasets of the paper, one file per family, and a name -> class mapping."""
 
-from lightning_advkd.data._base import ImageClassificationDataModule, TransformedSubset
+from lightning_advkd.data._base import ImageClassificationDataModule
 from lightning_advkd.data.cifar import CIFAR10DataModule, CIFAR100DataModule, CIFARPickleDataset
 from lightning_advkd.data.fashion_mnist import FashionMNISTDataModule, IDXFormatError, IDXImageDataset, read_idx
 from lightning_advkd.data.imagenet import ImageNetDataModule
+from lightning_advkd.data.splits import TransformedSubset
 from lightning_advkd.data.svhn import SVHNDataModule, SVHNMatDataset
 from lightning_advkd.data.tensor_transforms import TensorImageTransform
 from lightning_advkd.data.unlabeled import UnlabeledImageFolderDataModule

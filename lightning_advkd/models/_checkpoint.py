@@ -102,8 +102,8 @@ def load_weights(
         strict: Require the checkpoint to provide exactly the model's keys. Shape mismatches always raise.
         weights_only: ``None`` (default) allows saved modules and configs as described above; ``True`` is plain
             ``torch.load(weights_only=True)``. ``False`` is refused: unpickling a file can run arbitrary code, so this
-            package never does it. For a file you trust, call ``torch.load(path, weights_only=False)`` yourself and
-            pass the loaded object.
+            package never does it. For a file you trust, call ``torch.load`` yourself with ``weights_only`` set to
+            ``False`` and pass the loaded object.
 
     Returns:
         The prefix used and the keys that were missing or unexpected (non-empty only with ``strict=False``).
@@ -164,17 +164,17 @@ def read_checkpoint(path: str | Path, *, weights_only: bool | None = None) -> An
 
     Raises:
         FileNotFoundError: If ``path`` is not a file.
-        ValueError: If ``weights_only=False``, or the file is damaged (truncated, empty, not a torch checkpoint); the
-            message names the file.
+        ValueError: If ``weights_only`` is ``False``, or the file is damaged (truncated, empty, not a torch
+            checkpoint); the message names the file.
         pickle.UnpicklingError: If the file names classes that may not be unpickled; the message names the file, the
             classes and the fix.
     """
     path = Path(path)
     if weights_only is False:
         raise ValueError(
-            f"weights_only=False is refused for {str(path)!r}: unpickling a file can run arbitrary code, so "
-            "lightning_advkd never does it. If you trust the file, load it yourself with torch.load(path, "
-            "weights_only=False) and pass the loaded object instead of the path."
+            f"weights_only set to False is refused for {str(path)!r}: unpickling a file can run arbitrary code, so "
+            "lightning_advkd never does it. If you trust the file, load it yourself with torch.load and "
+            "weights_only set to False, and pass the loaded object instead of the path."
         )
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file {str(path)!r} does not exist.")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 from pathlib import Path
 
 import lightning as L
@@ -34,21 +32,6 @@ from lightning_advkd.features import FeatureTap
 from lightning_advkd.models import create_model
 
 from .conftest import compose_cfg, tiny_overrides
-
-#: Every module of the app (a new file is picked up here, so its examples always run).
-APP_MODULES = sorted(
-    path.stem
-    for path in (Path(__file__).parents[2] / "lightning_advkd" / "app").glob("*.py")
-    if path.stem != "__init__"
-)
-
-
-@pytest.mark.parametrize("name", APP_MODULES)
-def test_docstring_examples(name: str) -> None:
-    module = importlib.import_module(f"lightning_advkd.app.{name}")
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0
-
 
 # ---------------------------------------------------------------------------------------------------- teacher cache
 

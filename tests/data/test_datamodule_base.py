@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lightning_advkd.data import DATAMODULES, FashionMNISTDataModule, ImageClassificationDataModule
-from lightning_advkd.data._base import AugmentedViews, ViewSampler, seeded_split, split_size
+from lightning_advkd.data.splits import seeded_split, split_size
+from lightning_advkd.data.views import AugmentedViews, ViewSampler
 
 
 def first_batch(dm: ImageClassificationDataModule) -> tuple[torch.Tensor, torch.Tensor]:
