@@ -30,6 +30,7 @@ train: env data
 
 lint: env
 	$(VENV)/bin/ruff check lightning_advkd tests benchmarks
+	$(VENV)/bin/mypy
 
 test: env data lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -37,7 +37,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 log = logging.getLogger(__name__)
 
@@ -214,12 +214,13 @@ def load_or_build(
         DiskFullError: When the entry cannot be written for lack of space; names the directory.
     """
     path = Path(path)
+    damaged: tuple[type[Exception], ...] = (CorruptFileError, *READ_ERRORS)  # named: mypy rejects `*` in an except
     with file_lock(path) if lock else contextlib.nullcontext():
         if path.exists():
             try:
                 verify(path)
                 return read(path)
-            except (CorruptFileError, *READ_ERRORS) as err:
+            except damaged as err:
                 aside = quarantine(path) if lock else None
                 where = f"moved aside to {aside.name}" if aside is not None else "left in place"
                 unreadable = f"{path} cannot be read ({_first_line(err)})"
@@ -258,7 +259,7 @@ def _write_temp(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
     try:
         with open(tmp, "xb") as f:
             writer = _RecordingWriter(f)
-            write(writer)
+            write(cast(IO[bytes], writer))  # a duck-typed binary file: it forwards everything else to f
             f.flush()
             os.fsync(f.fileno())
     except BaseException as err:
@@ -299,6 +300,7 @@ def _naming_full_disk(path: Path) -> Iterator[None]:
         cause = _no_space_error(err)
         if cause is None:
             raise
+        assert cause.errno is not None  # _no_space_error only returns an ENOSPC/EDQUOT error
         kept = f"the previous {path.name} is intact; " if path.exists() else ""
         raise DiskFullError(
             cause.errno,

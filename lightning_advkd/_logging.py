@@ -17,5 +17,5 @@ def is_logging_step(trainer: L.Trainer, batches_trained: int) -> bool:
         >>> is_logging_step(trainer, 48), is_logging_step(trainer, 49)
         (False, True)
     """
-    every = trainer.log_every_n_steps
+    every = trainer.log_every_n_steps  # type: ignore[attr-defined]  # set in Trainer.__init__ by its logger connector
     return every > 0 and ((batches_trained + 1) % every == 0 or trainer.should_stop)

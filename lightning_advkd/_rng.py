@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -11,7 +11,9 @@ import torch
 
 def get_rng_state() -> dict[str, Any]:
     """Torch (CPU and CUDA), NumPy and Python generator states."""
-    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    # The legacy (default) form is the tuple; numpy's stubs pick the dict overload for a call without arguments.
+    legacy = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
+    kind, keys, position, has_gauss, cached_gauss = legacy
     numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
                    "has_gauss": int(has_gauss), "cached_gauss": float(cached_gauss)}  # fmt: skip
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}

@@ -133,7 +133,8 @@ class CollapseGuard(Callback):
             rank_zero_warn(self.reason + ". Strengthen the discriminator regularizer or lower the discriminator's lr.")
             return
         if self.action == "strengthen":
-            regularizers = [cb for cb in trainer.callbacks if isinstance(cb, DiscriminatorRegularizer)]
+            callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's callback connector
+            regularizers = [cb for cb in callbacks if isinstance(cb, DiscriminatorRegularizer)]
             for regularizer in regularizers:
                 regularizer.strengthen(self.strengthen_factor)
             names = [r.name for r in regularizers] or ["none attached: nothing to strengthen"]

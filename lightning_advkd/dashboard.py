@@ -161,7 +161,7 @@ def save_workspace(workspace: Any, *, offline: bool) -> str:
             f"({len(workspace.sections)} sections, {panels} panels):"
         ]
         for section in workspace.sections:
-            titles = [getattr(p, "title", None) or getattr(p, "table_name", type(p).__name__) for p in section.panels]
+            titles = [getattr(p, "title", "") or getattr(p, "table_name", type(p).__name__) for p in section.panels]
             lines.append(f"  {section.name}: {'; '.join(titles)}")
         lines.append("Run it again with W&B credentials (WANDB_API_KEY or `wandb login`) to save it.")
         return "\n".join(lines)

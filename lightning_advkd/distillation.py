@@ -196,7 +196,7 @@ class KnowledgeDistillation(TeacherStudentModule):
         scheduler = self._scheduler_factory(optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams["scheduler_interval"]},
         }
 
 

@@ -168,10 +168,12 @@ def export_student(
         elif fmt == "state_dict":
             torch.save(state, path)
         elif fmt == "module":
-            _save_module(model, path)  # type: ignore[arg-type]
+            assert model is not None  # needs_network above
+            _save_module(model, path)
         else:
+            assert model is not None  # needs_network above
             shape = _input_shape(input_shape, source, model)
-            diff = _save_onnx(model, path, shape, opset_version, parity_batch)  # type: ignore[arg-type]
+            diff = _save_onnx(model, path, shape, opset_version, parity_batch)
             manifest.update(input_shape=list(shape), input_name="input", dynamic_axes={"input": [0]})
             manifest["onnx_parity"] = {"max_abs_diff": diff, "batch": parity_batch, "atol": parity_atol}
             log.info("ONNX parity against onnxruntime (CPU): max abs output difference %.3g", diff)
@@ -197,7 +199,8 @@ def _resolve(source: nn.Module | str | Path, student: nn.Module | None) -> tuple
         model = copy.deepcopy(student)
         load_weights(model, weights, prefix="")
     elif isinstance(source, nn.Module):
-        model = source.export_student() if callable(getattr(source, "export_student", None)) else source
+        export_student = getattr(source, "export_student", None)
+        model = export_student() if callable(export_student) else source
         model = copy.deepcopy(model)
     else:
         raise TypeError(f"source must be a module or a checkpoint path, got {type(source).__name__}")
@@ -246,6 +249,7 @@ def _save_onnx(
         opset_version=opset_version,
         verbose=False,
     )
+    assert program is not None  # with dynamo=True, torch.onnx.export always returns the ONNXProgram
     program.save(str(path))
     inputs = torch.randn(parity_batch, *input_shape, generator=generator)
     with torch.no_grad():

@@ -79,8 +79,8 @@ class FiniteStateGuard(Callback):
         bad = _first_non_finite((self._names.get(id(p), "?"), p.grad) for p in params) if params else None
         where = f"gradient of {bad}" if bad else None
         if where is None:
-            buffer = _first_non_finite(_float_buffers(pl_module))
-            where = f"buffer {buffer}" if buffer else None
+            bad_buffer = _first_non_finite(_float_buffers(pl_module))
+            where = f"buffer {bad_buffer}" if bad_buffer else None
         if where is None:
             return
         if self.action == "stop":

@@ -81,10 +81,10 @@ class EvaluationMetrics(nn.Module):
     def __init__(self, num_classes: int, prefix: str, *, teacher: bool = True, discriminator: bool = False) -> None:
         super().__init__()
         self.prefix = prefix
-        labelled: dict[str, Metric] = {"student_acc": _accuracy(num_classes)}
+        labelled: dict[str, Metric | MetricCollection] = {"student_acc": _accuracy(num_classes)}
         if num_classes >= TOP5_MIN_CLASSES:
             labelled["student_acc_top5"] = _accuracy(num_classes, top_k=5)
-        label_free: dict[str, Metric] = {}
+        label_free: dict[str, Metric | MetricCollection] = {}
         if teacher:
             labelled["teacher_acc"] = _accuracy(num_classes)
             label_free["agreement"] = _accuracy(num_classes)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from typing_extensions import override
@@ -228,16 +229,17 @@ class AdversarialDistillation(TwoPlayerModule):
     @property
     def discriminator_width(self) -> int:
         """Width of the vectors the discriminator judges (set by ``discriminator_input`` and the conditioning)."""
-        width = self.feature_widths[0] if self.hparams.discriminator_input == "features" else self.num_classes
-        return width + (self.num_classes if self.hparams.conditional_discriminator else 0)
+        width = self.feature_widths[0] if self.hparams["discriminator_input"] == "features" else self.num_classes
+        return width + (self.num_classes if self.hparams["conditional_discriminator"] else 0)
 
     # ------------------------------------------------------------------ forward passes
 
     def _critic_input(self, features: Tensor, logits: Tensor, teacher_logits: Tensor) -> Tensor:
         """What the discriminator judges of one network's outputs (see ``discriminator_input``)."""
         hp = self.hparams
-        judged = features if hp.discriminator_input == "features" else F.softmax(logits / hp.kd_temperature, dim=1)
-        return AF.conditioned(judged, teacher_logits, hp.kd_temperature) if hp.conditional_discriminator else judged
+        temperature = hp["kd_temperature"]
+        judged = features if hp["discriminator_input"] == "features" else F.softmax(logits / temperature, dim=1)
+        return AF.conditioned(judged, teacher_logits, temperature) if hp["conditional_discriminator"] else judged
 
     @torch.no_grad()
     def features(self, batch: Any) -> tuple[Tensor, Tensor]:
@@ -253,14 +255,14 @@ class AdversarialDistillation(TwoPlayerModule):
         inputs, _ = self._split(batch)
         teacher_features, teacher_logits = self._teacher_outputs(batch, inputs)
         student = self._student_forward(inputs)
-        if self.hparams.discriminator_input == "features":
+        if self.hparams["discriminator_input"] == "features":
             return teacher_features, student.adapted
-        temperature = self.hparams.kd_temperature
+        temperature = self.hparams["kd_temperature"]
         return F.softmax(teacher_logits / temperature, dim=1), F.softmax(student.logits / temperature, dim=1)
 
     def _student_forward(self, inputs: Tensor) -> StudentOutputs:
         features, logits = self._student_forward_raw(inputs)
-        perturbed = AF.adversarial_sample(features, self.hparams.adversarial_dropout, training=self.training)
+        perturbed = AF.adversarial_sample(features, self.hparams["adversarial_dropout"], training=self.training)
         return StudentOutputs(features, logits, self.adapter(features), self.adapter(perturbed))
 
     # ------------------------------------------------------------------ training
@@ -269,8 +271,9 @@ class AdversarialDistillation(TwoPlayerModule):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         check_ddp_finds_unused_parameters(self.trainer.strategy.model)
-        self._regularizers = [cb for cb in self.trainer.callbacks if isinstance(cb, DiscriminatorRegularizer)]
-        if self.hparams.gan_loss == "hinge" and any(r.real_target() != 1.0 for r in self._regularizers):
+        callbacks = self.trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's callback connector
+        self._regularizers = [cb for cb in callbacks if isinstance(cb, DiscriminatorRegularizer)]
+        if self.hparams["gan_loss"] == "hinge" and any(r.real_target() != 1.0 for r in self._regularizers):
             raise ValueError(
                 "LabelSmoothing changes the teacher label, which the hinge loss does not have: use gan_loss='bce' "
                 "or 'relativistic' with it, or remove the LabelSmoothing callback"
@@ -286,24 +289,24 @@ class AdversarialDistillation(TwoPlayerModule):
         self._batch_idx = batch_idx
         teacher_features, teacher_logits = self._teacher_outputs(batch, inputs)
         student = self._student_forward(inputs)
-        if self.hparams.discriminator_first:
+        if self.hparams["discriminator_first"]:
             self._discriminator_updates(teacher_features, teacher_logits, student)
-        for repeat in range(self.hparams.student_steps):
+        for repeat in range(self.hparams["student_steps"]):
             if repeat > 0:
                 student = self._student_forward(inputs)
             self._student_update(student, teacher_features, teacher_logits)
-        if not self.hparams.discriminator_first:
+        if not self.hparams["discriminator_first"]:
             self._discriminator_updates(teacher_features, teacher_logits, student)
-        max_steps = self.hparams.max_student_steps
+        max_steps = self.hparams["max_student_steps"]
         if max_steps is not None and self.student_step >= max_steps:
             self.trainer.should_stop = True
 
     def _student_update(self, student: StudentOutputs, teacher_features: Tensor, teacher_logits: Tensor) -> None:
-        optimizer = self.optimizers()[0]
+        optimizer = cast("list[LightningOptimizer]", self.optimizers())[0]  # two optimizers: always a list
         with self.toggled_optimizer(optimizer):
             terms = self._student_loss_terms(student, teacher_features, teacher_logits)
             loss = self._total(terms, "student")
-            self.manual_backward(loss / self.hparams.accumulate_grad_batches)
+            self.manual_backward(loss / self.hparams["accumulate_grad_batches"])
             if self._is_update_batch():
                 stepped = self._optimizer_step(optimizer, 0)
                 self.student_step += int(stepped)
@@ -315,17 +318,17 @@ class AdversarialDistillation(TwoPlayerModule):
     ) -> dict[str, Tensor]:
         hp = self.hparams
         terms: dict[str, Tensor] = {}  # the adversarial term first: the summation order of existing recipes
-        if hp.adversarial_weight > 0:
-            features = student.perturbed if hp.perturb_adversarial_term else student.adapted
+        if hp["adversarial_weight"] > 0:
+            features = student.perturbed if hp["perturb_adversarial_term"] else student.adapted
             fake_logits = self.discriminator(self._critic_input(features, student.logits, teacher_logits))
             real_logits = None
-            if hp.gan_loss == "relativistic":
+            if hp["gan_loss"] == "relativistic":
                 with torch.no_grad():
                     real_logits = self.discriminator(
                         self._critic_input(teacher_features, teacher_logits, teacher_logits)
                     )
-            adversarial = AF.generator_loss(fake_logits, real_logits, hp.gan_loss)
-            terms["adversarial"] = hp.adversarial_weight * adversarial
+            adversarial = AF.generator_loss(fake_logits, real_logits, hp["gan_loss"])
+            terms["adversarial"] = hp["adversarial_weight"] * adversarial
         terms.update(
             self.objective.terms(
                 student.logits, teacher_logits, student_features=student.adapted, teacher_features=teacher_features

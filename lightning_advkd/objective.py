@@ -163,8 +163,9 @@ def weights_from_data_term(data_term: str, data_weight: float) -> dict[str, floa
     if data_term not in kinds:
         raise ValueError(f"data_term must be one of 'l2', 'l1', 'kl', 'none'; got {data_term!r}")
     weights = {"kd_weight": 0.0, "logit_l2_weight": 0.0, "logit_l1_weight": 0.0}
-    if kinds[data_term] is not None:
-        weights[kinds[data_term]] = data_weight
+    key = kinds[data_term]
+    if key is not None:
+        weights[key] = data_weight
     return weights
 
 

@@ -185,7 +185,7 @@ class SupervisedClassifier(L.LightningModule):
 
     @override
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
         return read_logits(self.model(images), self.output_spec, "model", "output")
 
@@ -267,24 +267,24 @@ class SupervisedClassifier(L.LightningModule):
         else:
             optimizer = SGD(
                 self.model.parameters(),
-                lr=hp.lr,
-                momentum=hp.momentum,
-                weight_decay=hp.weight_decay,
-                nesterov=hp.nesterov,
+                lr=hp["lr"],
+                momentum=hp["momentum"],
+                weight_decay=hp["weight_decay"],
+                nesterov=hp["nesterov"],
             )
         if self.scheduler_factory is not None:
             scheduler = self.scheduler_factory(optimizer)
             config = dict(scheduler) if isinstance(scheduler, Mapping) else {"scheduler": scheduler}
-            config.setdefault("interval", hp.scheduler_interval)
+            config.setdefault("interval", hp["scheduler_interval"])
             return {"optimizer": optimizer, "lr_scheduler": config}
         if self._milestone_kind == "none":
             return optimizer
         if self._milestone_kind == "epochs":
-            return {"optimizer": optimizer, "lr_scheduler": MultiStepLR(optimizer, list(hp.milestones), hp.gamma)}
-        steps = self._milestone_steps(hp.milestones)
+            return {"optimizer": optimizer, "lr_scheduler": MultiStepLR(optimizer, list(hp["milestones"]), hp["gamma"])}
+        steps = self._milestone_steps(hp["milestones"])
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": MultiStepLR(optimizer, steps, hp.gamma), "interval": "step"},
+            "lr_scheduler": {"scheduler": MultiStepLR(optimizer, steps, hp["gamma"]), "interval": "step"},
         }
 
     def _milestone_steps(self, fractions: Sequence[float]) -> list[int]:

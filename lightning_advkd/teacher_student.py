@@ -79,6 +79,7 @@ class TeacherStudentModule(L.LightningModule):
     ) -> None:
         super().__init__()
         _check_networks(teacher, student)
+        assert teacher is not None and student is not None  # _check_networks raised otherwise
         self.frozen_teacher = FrozenTeacher(teacher)
         self.teacher = self.frozen_teacher.network
         self.student = student
@@ -101,9 +102,10 @@ class TeacherStudentModule(L.LightningModule):
                 + ("" if example is not None else " (counts read off the last registered nn.Linear: pass input_shape= "
                    "to read them from a forward pass)")
             )  # fmt: skip
-        self.num_classes = num_classes or teacher_classes or student_classes
-        if self.num_classes is None:
+        classes = num_classes or teacher_classes or student_classes
+        if classes is None:
             raise ValueError("cannot tell the number of classes: pass num_classes= or input_shape=")
+        self.num_classes = classes
         self.val_metrics = EvaluationMetrics(self.num_classes, "val/", discriminator=discriminator_metrics)
         self.test_metrics = EvaluationMetrics(self.num_classes, "test/", discriminator=discriminator_metrics)
         self._channels = guards.expected_channels(input_shape, self.teacher, self.student)

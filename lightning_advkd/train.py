@@ -83,7 +83,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise SystemExit(PREEMPTED_EXIT_CODE) from err
     finally:
         sync_hint = finish_wandb(exit_code)
-        if sync_hint and rank_zero_only.rank == 0:
+        if sync_hint and rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set on the function at import
             log.info("W&B run saved offline; upload it when online with:\n  %s", sync_hint)
         log.info("%s finished in %.1f s (exit code %d)", cfg.get("task"), time.perf_counter() - start, exit_code)
 
@@ -121,7 +121,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build("datamodule", cfg.dataset.datamodule)
     shape = DatasetShape.of(cfg.dataset.name, datamodule)
     check_compatibility(plain(cfg.pair), shape, plain(cfg.method), task, other_pairs=pair_input_sizes())
-    num_classes = int(cfg.pair.get("num_classes") or shape.num_classes)
+    classes = cfg.pair.get("num_classes") or shape.num_classes
+    assert classes is not None  # check_compatibility raised when neither the pair nor the dataset has a class count
+    num_classes = int(classes)
     validate(cfg, shape, num_classes)  # every option the run uses, in seconds, before any training
     if task == "teacher":
         return teacher_task(cfg, shape, num_classes, output_dir)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
@@ -59,7 +60,9 @@ class TwoPlayerModule(TeacherStudentModule):
 
     adapter: nn.Module
     discriminator: nn.Module
+    discriminator_accuracy: Tensor | None
     _regularizers: list[DiscriminatorRegularizer]
+    _critic_input: Callable[[Tensor, Tensor, Tensor], Tensor]
 
     def _init_two_player(
         self,
@@ -87,14 +90,14 @@ class TwoPlayerModule(TeacherStudentModule):
         real = self._critic_input(teacher_features, teacher_logits, teacher_logits)
         fake = self._critic_input(student.adapted.detach(), student.logits.detach(), teacher_logits)
         perturbed = fake
-        if self.hparams.discriminator_input == "features":
+        if self.hparams["discriminator_input"] == "features":
             perturbed = self._critic_input(student.perturbed.detach(), student.logits.detach(), teacher_logits)
         for regularizer in self._regularizers:
             real, fake = regularizer.transform_inputs(real, fake)
         if any(r.requires_real_grad for r in self._regularizers):
             real = real.detach().requires_grad_(True)
-        optimizer = self.optimizers()[1]
-        for _ in range(self.hparams.discriminator_steps):
+        optimizer = cast("list[LightningOptimizer]", self.optimizers())[1]  # two optimizers: always a list
+        for _ in range(self.hparams["discriminator_steps"]):
             with self.toggled_optimizer(optimizer):
                 inputs = DiscriminatorStepInputs(
                     self.discriminator, real, fake, perturbed,
@@ -102,7 +105,7 @@ class TwoPlayerModule(TeacherStudentModule):
                 )  # fmt: skip
                 terms = self._discriminator_loss_terms(inputs)
                 loss = self._total(terms, "discriminator")
-                self.manual_backward(loss / self.hparams.accumulate_grad_batches)
+                self.manual_backward(loss / self.hparams["accumulate_grad_batches"])
                 if self._is_update_batch():
                     self.discriminator_step += int(self._optimizer_step(optimizer, 1))
             acc_real, acc_fake = discriminator_accuracies(inputs.real_logits, inputs.fake_logits)
@@ -116,7 +119,7 @@ class TwoPlayerModule(TeacherStudentModule):
     def _discriminator_loss_terms(self, inputs: DiscriminatorStepInputs) -> dict[str, Tensor]:
         real_target = min((r.real_target() for r in self._regularizers), default=1.0)
         terms = {
-            "gan": AF.discriminator_loss(inputs.real_logits, inputs.fake_logits, real_target, self.hparams.gan_loss)
+            "gan": AF.discriminator_loss(inputs.real_logits, inputs.fake_logits, real_target, self.hparams["gan_loss"])
         }
         for regularizer in self._regularizers:
             penalty = regularizer.penalty(inputs)
@@ -126,7 +129,7 @@ class TwoPlayerModule(TeacherStudentModule):
 
     def _total(self, terms: dict[str, Tensor], network: str) -> Tensor:
         loss = total(terms)
-        if self.hparams.check_finite and not bool(torch.isfinite(loss)):
+        if self.hparams["check_finite"] and not bool(torch.isfinite(loss)):
             bad = [name for name, value in terms.items() if not bool(torch.isfinite(value))]
             steps = self.student_step if network == "student" else self.discriminator_step
             raise NonFiniteLossError(
@@ -139,7 +142,7 @@ class TwoPlayerModule(TeacherStudentModule):
 
     def _is_update_batch(self) -> bool:
         """With hand-made gradient accumulation: does this batch end an accumulation window?"""
-        accumulate = self.hparams.accumulate_grad_batches
+        accumulate = self.hparams["accumulate_grad_batches"]
         if accumulate == 1:
             return True
         return (self._batch_idx + 1) % accumulate == 0 or self.trainer.is_last_batch
@@ -151,13 +154,14 @@ class TwoPlayerModule(TeacherStudentModule):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         skipped = scaler is not None and scaler.get_scale() < scale_before
-        if not skipped and self.hparams.scheduler_interval == "step" and self._schedulers[index] is not None:
-            self._schedulers[index].step()
+        scheduler = self._schedulers[index]
+        if not skipped and self.hparams["scheduler_interval"] == "step" and scheduler is not None:
+            scheduler.step()
         return not skipped
 
     @override
     def on_train_epoch_end(self) -> None:
-        if self.hparams.scheduler_interval == "epoch":
+        if self.hparams["scheduler_interval"] == "epoch":
             for scheduler in self._schedulers:
                 if scheduler is not None:
                     scheduler.step()
@@ -193,10 +197,10 @@ class TwoPlayerModule(TeacherStudentModule):
                 norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
                 self.log(f"train/grad_norm/{network}", norm, on_step=True, on_epoch=False)
             self.log(f"train/lr/{network}", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
-        clip = (self.hparams.student_grad_clip, self.hparams.discriminator_grad_clip)[index]
+        clip = (self.hparams["student_grad_clip"], self.hparams["discriminator_grad_clip"])[index]
         if clip is not None:
             self.clip_gradients(
-                optimizer, gradient_clip_val=clip, gradient_clip_algorithm=self.hparams.grad_clip_algorithm
+                optimizer, gradient_clip_val=clip, gradient_clip_algorithm=self.hparams["grad_clip_algorithm"]
             )
 
     def _should_log(self) -> bool:
@@ -207,7 +211,9 @@ class TwoPlayerModule(TeacherStudentModule):
         self.batches_trained += 1
 
     def _log_terms(self, network: str, terms: dict[str, Tensor], total: Tensor) -> None:
-        values = {f"train/loss/{network}_{name}": value.detach() for name, value in terms.items()}
+        values: dict[str, Tensor | float] = {
+            f"train/loss/{network}_{name}": value.detach() for name, value in terms.items()
+        }
         values[f"train/loss/{network}"] = total.detach()
         values["train/student_step"] = float(self.student_step)
         values["train/discriminator_step"] = float(self.discriminator_step)
@@ -224,8 +230,9 @@ class TwoPlayerModule(TeacherStudentModule):
 
     # ------------------------------------------------------------------ optimizers
 
+    # Lightning accepts a list mixing optimizer configs with and without "lr_scheduler"; its return hint does not.
     @override
-    def configure_optimizers(self) -> list[dict[str, Any]]:
+    def configure_optimizers(self) -> list[dict[str, Any]]:  # type: ignore[override]
         student_params = list(self.student.parameters()) + list(self.adapter.parameters())
         networks = (student_params, list(self.discriminator.parameters()))
         configs = []

@@ -134,7 +134,7 @@ class AugmentedViewCache(Dataset):
         self.path = Path(path) if path is not None else None
         feature_tap = FeatureTap(teacher, tap, role="teacher")
         map_taps = {name: FeatureTap(teacher, name, role="teacher", pool=False) for name in attention_layers}
-        self.meta = {
+        self.meta: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "teacher_fingerprint": teacher_fingerprint(teacher),
             "teacher_tap": feature_tap.tap,
@@ -286,7 +286,9 @@ class _Builder:
                         batch_params = self.cache._params_type(**{f: v[indices] for f, v in params.items()})
                         outputs = self._teacher_outputs(self.cache.views.view_batch(view, indices, batch_params))
                         if arrays is None:
-                            shapes = {name: ((k, n, *o.shape[1:]), self.dtype) for name, o in outputs.items()}
+                            shapes: dict[str, tuple[tuple[int, ...], Any]] = {
+                                name: ((k, n, *o.shape[1:]), self.dtype) for name, o in outputs.items()
+                            }
                             shapes.update({PARAM_PREFIX + f: ((k, n), v.numpy().dtype) for f, v in params.items()})
                             arrays = allocate(shapes, path)
                         for name, values in outputs.items():

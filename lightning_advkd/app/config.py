@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -59,12 +59,13 @@ def merged(base: DictConfig, overrides: DictConfig | None) -> dict[str, Any]:
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The job's config, resolved, without Hydra's own node (present when composed with ``return_hydra_config``)."""
-    return {key: plain(cfg[key]) for key in cfg if key != "hydra"}
+    # DictConfig types its keys as any key omegaconf allows; a job config's are strings.
+    return cast("dict[str, Any]", {key: plain(cfg[key]) for key in cfg if key != "hydra"})
 
 
 def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
     """Write ``config_resolved.yaml`` into the run directory (rank 0), and log it with ``print_config``."""
-    if rank_zero_only.rank != 0:
+    if rank_zero_only.rank != 0:  # type: ignore[attr-defined]  # Lightning sets .rank on the function at import
         return
     output_dir.mkdir(parents=True, exist_ok=True)
     text = OmegaConf.to_yaml(OmegaConf.create(resolved(cfg)))
@@ -75,7 +76,8 @@ def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
 
 def pair_input_sizes() -> dict[str, Any]:
     """The ``input_size`` of every pair config the package ships, by name (to suggest pairs that fit a dataset)."""
-    return {path.stem: OmegaConf.load(path).get("input_size") for path in sorted((CONF_DIR / "pair").glob("*.yaml"))}
+    pairs = sorted((CONF_DIR / "pair").glob("*.yaml"))  # mappings: OmegaConf.load's ListConfig case does not occur
+    return {path.stem: cast(DictConfig, OmegaConf.load(path)).get("input_size") for path in pairs}
 
 
 def has_discriminator(cfg: DictConfig) -> bool:

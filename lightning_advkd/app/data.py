@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from omegaconf import DictConfig
@@ -78,7 +78,9 @@ class TeacherOutputDataModule(L.LightningDataModule):
         if dataset is None:
             return None
         if id(dataset) not in self._cached:
-            log.info("Computing the teacher's outputs on the %s split (%d samples), once", name, len(dataset))
+            log.info(
+                "Computing the teacher's outputs on the %s split (%d samples), once", name, len(cast(Sized, dataset))
+            )
             self._cached[id(dataset)] = TeacherOutputCache(
                 dataset,
                 self.teacher,

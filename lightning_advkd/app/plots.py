@@ -79,7 +79,8 @@ class FeatureProjectionPlot(Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or not isinstance(pl_module, TeacherStudentModule):
             return
-        if (trainer.current_epoch + 1) % self.every_n_epochs != 0 and not trainer.fast_dev_run:
+        fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]  # set by Lightning's _init_debugging_flags
+        if (trainer.current_epoch + 1) % self.every_n_epochs != 0 and not fast_dev_run:
             return
         features = self._features(trainer, pl_module)
         if features is None:

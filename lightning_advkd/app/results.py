@@ -38,7 +38,8 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 def save_student(module: L.LightningModule, student: nn.Module, path: Path) -> Path:
     """The trained student's plain ``state_dict`` (no hooks, no wrapper), loadable without this package."""
-    exported = module.export_student() if hasattr(module, "export_student") else standalone(student)
+    export_student = getattr(module, "export_student", None)  # a LightningModule's attributes type as Tensor | Module
+    exported = export_student() if export_student is not None else standalone(student)
     torch.save(exported.state_dict(), path)
     return path
 

@@ -338,7 +338,7 @@ def cached_teacher(
         lightning_advkd._atomic.DiskFullError: When the trained teacher cannot be saved for lack of space.
     """
     path = Path(path).expanduser()
-    rank_zero = rank_zero_only.rank == 0
+    rank_zero = rank_zero_only.rank == 0  # type: ignore[attr-defined]  # Lightning sets .rank on the function at import
     with file_lock(path) if rank_zero and save else contextlib.nullcontext():
         if path.is_file() and not retrain:
             try:

@@ -233,7 +233,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             return []
         return self._loader(self.val_set, self.eval_batch_size, train=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list:
         """Test loader, in order."""
         if self.test_set is None:
             self.setup("test")

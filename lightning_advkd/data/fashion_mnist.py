@@ -163,11 +163,11 @@ class FashionMNISTDataModule(ImageClassificationDataModule):
 
     @override
     def load_train_dataset(self) -> Dataset:
-        return IDXImageDataset(*self._pair("train"), num_classes=self.num_classes)  # type: ignore[arg-type]
+        return IDXImageDataset(*self._pair("train"), num_classes=self.num_classes)
 
     @override
     def load_test_dataset(self) -> Dataset:
-        return IDXImageDataset(*self._pair("t10k"), num_classes=self.num_classes)  # type: ignore[arg-type]
+        return IDXImageDataset(*self._pair("t10k"), num_classes=self.num_classes)
 
     @override
     def default_train_transform(self) -> Transform:

@@ -52,7 +52,8 @@ class TransformedSubset(Dataset):
         dataset keeps its images in a ``data`` tensor (labels, if any, in ``targets``). Otherwise sample by sample.
         """
         images = getattr(self.dataset, "data", None)
-        if not (getattr(self.transform, "accepts_batches", False) and isinstance(images, torch.Tensor)):
+        accepts_batches = getattr(self.transform, "accepts_batches", False)
+        if self.transform is None or not (accepts_batches and isinstance(images, torch.Tensor)):
             return [self[i] for i in indices]
         rows = torch.as_tensor([self.indices[i] for i in indices] if self.indices is not None else indices)
         batch = self.transform(images[rows])

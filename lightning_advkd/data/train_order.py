@@ -137,7 +137,6 @@ class TrainOrder:
 
     def sampler(self, dataset: Any, trainer: Any = None) -> ResumableRandomSampler | ResumableDistributedSampler:
         """The train sampler over ``dataset`` (sharded when ``trainer`` runs several processes)."""
-        resume = {"resume_state": self._resume_state, "skip": self._skip}
         if is_distributed(trainer):
             self._sampler = ResumableDistributedSampler(
                 dataset,
@@ -146,10 +145,13 @@ class TrainOrder:
                 rank=trainer.global_rank,
                 shuffle=True,
                 seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # what Lightning's own DistributedSampler uses
-                **resume,
+                resume_state=self._resume_state,
+                skip=self._skip,
             )
         else:
-            self._sampler = ResumableRandomSampler(dataset, self.generator, **resume)
+            self._sampler = ResumableRandomSampler(
+                dataset, self.generator, resume_state=self._resume_state, skip=self._skip
+            )
         self._resume_state, self._skip = None, 0
         return self._sampler
 

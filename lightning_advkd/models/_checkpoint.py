@@ -125,8 +125,9 @@ def load_weights(
         'student.'
     """
     source = f"Checkpoint {str(checkpoint)!r}" if isinstance(checkpoint, str | Path) else "The given checkpoint"
-    is_path = isinstance(checkpoint, str | Path)
-    loaded = read_checkpoint(checkpoint, weights_only=weights_only) if is_path else checkpoint
+    loaded = (
+        read_checkpoint(checkpoint, weights_only=weights_only) if isinstance(checkpoint, str | Path) else checkpoint
+    )
     state, kind = _extract_state_dict(loaded, source)
 
     model_state = model.state_dict()

@@ -14,7 +14,7 @@ The built model gets three attributes so it reads like ours: ``num_classes``, ``
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast
 
 import torchvision
 from torch import nn
@@ -102,10 +102,11 @@ def _replace_stem(model: nn.Module, path: str, in_chans: int) -> None:
     new = nn.Conv2d(
         in_chans,
         old.out_channels,
-        kernel_size=old.kernel_size,
-        stride=old.stride,
-        padding=old.padding,
-        dilation=old.dilation,
+        # nn.Conv2d types its attributes for any dimension (tuple[int, ...]); a Conv2d's hold two ints.
+        kernel_size=cast("tuple[int, int]", old.kernel_size),
+        stride=cast("tuple[int, int]", old.stride),
+        padding=cast("str | tuple[int, int]", old.padding),
+        dilation=cast("tuple[int, int]", old.dilation),
         bias=old.bias is not None,
         padding_mode=old.padding_mode,
     )
