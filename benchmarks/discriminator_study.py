@@ -122,8 +122,8 @@ def anc(regularizers: tuple[tuple[str, float], ...] = (("r1", 1.0),), **options:
 
 PAIRS = {
     "resnet14-lenet5": Pair("resnet14", "lenet5"),  # a plain CNN student without BatchNorm
-    # BatchNorm students: a residual one close to the teacher in design, and one of another family (on this 2-core
-    # CPU, 460 and 260 training images/s single-threaded against LeNet-5's 4,900, so both run on a subset)
+    # BatchNorm students: a residual one close to the teacher in design, and one of another family (both train an
+    # order of magnitude slower than LeNet-5 on a CPU: run them on a subset, --train-size)
     "resnet14-resnet8": Pair("resnet14", "resnet8"),
     "resnet14-mobilenetv2": Pair("resnet14", "mobilenetv2_x0_5"),
 }
