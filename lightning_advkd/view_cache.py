@@ -63,7 +63,7 @@ from lightning_advkd._view_store import (
     file_name,
     mark_done,
 )
-from lightning_advkd.data.views import AugmentedViews, group_by_view, view_loader
+from lightning_advkd.data.views import AugmentedViews, SampleBatch, read_in_order, view_loader
 from lightning_advkd.features import FeatureTap, first_tensor
 from lightning_advkd.fingerprint import teacher_fingerprint
 from lightning_advkd.functional import attention_map
@@ -171,21 +171,16 @@ class AugmentedViewCache(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> dict[str, Tensor]:
         return self.__getitems__([item])[0]
 
-    def __getitems__(self, items: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
-        samples: list[dict[str, Tensor]] = [{} for _ in items]
-        for view, positions, indices in group_by_view(items):
-            if not 0 <= view < self.num_views:
-                raise IndexError(f"view {view} out of range: this cache holds {self.num_views} views")
-            batch = self.read(view, indices)
-            for name, values in batch.items():
-                for position, value in zip(positions, values.unbind(0), strict=True):
-                    samples[position][name] = value
-        for sample in samples:
-            sample[TEACHER_KEY] = self._key_tensor
-        return samples
+    def __getitems__(self, items: list[tuple[int, int]]) -> SampleBatch:
+        """The samples of ``(view, index)`` items, read as one batch per view (see :class:`SampleBatch`)."""
+        batch: dict[str, Tensor] = read_in_order(items, self.read)
+        batch[TEACHER_KEY] = self._key_tensor.repeat(len(items))
+        return SampleBatch(batch, len(items), lambda: _split(batch))
 
     def read(self, view: int, indices: Tensor) -> dict[str, Tensor]:
         """One batch: the images of view ``view`` of the samples ``indices``, their labels and teacher outputs."""
+        if not 0 <= view < self.num_views:
+            raise IndexError(f"view {view} out of range: this cache holds {self.num_views} views")
         rows = indices.numpy()
         arrays = self.arrays
         params = self._params_type(
@@ -321,6 +316,14 @@ class _Builder:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _split(batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+    """A batch of named tensors as one dict per sample."""
+    names = list(batch)
+    return [
+        dict(zip(names, values, strict=True)) for values in zip(*(batch[name].unbind(0) for name in names), strict=True)
+    ]
 
 
 def _as_dict(params: Any) -> dict[str, Tensor]:

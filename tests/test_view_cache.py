@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import assert_same_state, fit, state
 from tiny_networks import IMAGE_SHAPE, NUM_CLASSES, TinyTeacher, make_networks
+from torch.utils.data import default_collate
 
 from lightning_advkd import (
     AdversarialDistillation,
@@ -24,6 +25,7 @@ from lightning_advkd import (
     view_loader,
 )
 from lightning_advkd.data import TensorImageTransform
+from lightning_advkd.data.views import collate_samples
 
 N = 32
 
@@ -104,6 +106,48 @@ def test_samples_have_the_teacher_output_cache_format():
         cache[7]
     with pytest.raises(IndexError, match="holds 2 views"):
         cache[2, 7]
+
+
+@pytest.mark.parametrize("dataset", ["views", "unlabeled views", "cache"])
+def test_batches_read_whole_equal_the_samples_collated_one_by_one(dataset):
+    views = make_views(num_views=3)
+    if dataset == "unlabeled views":
+        views.labels = None
+    source = AugmentedViewCache(views, TinyTeacher()) if dataset == "cache" else views
+    # items of two views, interleaved and out of order, as a custom sampler could give them
+    items = [(2, 5), (0, 9), (2, 1), (0, 30), (2, 9), (1, 0)]
+    read_whole = source.__getitems__(items)
+    one_by_one = [source[item] for item in items]
+    expected = default_collate(one_by_one)
+    fast = collate_samples(read_whole)
+    assert type(fast) is type(expected)
+    assert_same_tree(fast, expected)
+    assert len(read_whole) == len(items)
+    assert_same_tree(read_whole[1:3], one_by_one[1:3])
+    assert_same_tree(default_collate(read_whole), expected)  # other collate functions see the samples
+    with pytest.raises(IndexError):
+        read_whole[6]
+    loader = view_loader(source, 4, shuffle=False)
+    assert loader.collate_fn is collate_samples
+    first = next(iter(loader))
+    assert_same_tree(first, default_collate([source[0, index] for index in range(4)]))
+
+
+def assert_same_tree(got, want) -> None:
+    """Same structure, types, dtypes and values, bit for bit."""
+    assert type(got) is type(want)
+    if isinstance(want, dict):
+        assert sorted(got) == sorted(want)
+        for key in want:
+            assert_same_tree(got[key], want[key])
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            assert_same_tree(a, b)
+    elif isinstance(want, torch.Tensor):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+    else:
+        assert got == want
 
 
 def test_outputs_of_another_teacher_are_refused_by_the_module():

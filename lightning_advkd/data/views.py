@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, default_collate
 
 from lightning_advkd.data.splits import TransformedSubset
 
@@ -157,19 +157,75 @@ class AugmentedViews(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> Any:
         return self.__getitems__([item])[0]
 
-    def __getitems__(self, items: list[tuple[int, int]]) -> list[Any]:
-        images: list[Tensor | None] = [None] * len(items)
-        for view, positions, indices in group_by_view(items):
-            for position, image in zip(positions, self.view_batch(view, indices).unbind(0), strict=True):
-                images[position] = image
+    def __getitems__(self, items: list[tuple[int, int]]) -> SampleBatch | TensorSamples:
+        """The samples of ``(view, index)`` items, read as one batch per view (see :class:`SampleBatch`)."""
+        images = read_in_order(items, self.view_batch)
         if self.labels is None:
-            return images
-        labels = self.labels[torch.as_tensor([index for _, index in items], dtype=torch.int64)].tolist()
-        return [(image, int(label)) for image, label in zip(images, labels, strict=True)]
+            return TensorSamples(images)
+        indices = torch.as_tensor([index for _, index in items], dtype=torch.int64)
+        labels = self.labels[indices].to(torch.int64)
+        return SampleBatch(
+            [images, labels], len(items), lambda: list(zip(images.unbind(0), labels.tolist(), strict=True))
+        )
 
     def _check_view(self, view: int) -> None:
         if view < 0 or (self.num_views is not None and view >= self.num_views):
             raise IndexError(f"view {view} out of range: these views number {self.num_views}")
+
+
+class SampleBatch(Sequence):
+    """Samples read together as one batch: ``collated`` is what ``default_collate`` would make of them.
+
+    Views are read a batch at a time (one crop/flip pass, one slice of every cached array); splitting that batch into
+    samples only for the ``DataLoader`` to stack them again costs more than the read on small images. The loaders of
+    :func:`view_loader` collate with :func:`collate_samples`, which returns ``collated`` as it is; any other collate
+    function sees an ordinary sequence of samples, split from the batch (once) when first read.
+    """
+
+    def __init__(self, collated: Any, length: int, split: Callable[[], list[Any]]) -> None:
+        self.collated, self._length, self._split = collated, length, split
+        self._samples: list[Any] | None = None
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, position: Any) -> Any:
+        if self._samples is None:
+            self._samples = self._split()
+        return self._samples[position]
+
+
+class TensorSamples(list):
+    """Bare tensor samples read as one batch: a list of its rows, and the batch itself as ``collated``.
+
+    A list, not a :class:`SampleBatch`: ``default_collate`` stacks only real lists of tensors.
+    """
+
+    def __init__(self, collated: Tensor) -> None:
+        super().__init__(collated.unbind(0))
+        self.collated = collated
+
+
+def collate_samples(samples: Any) -> Any:
+    """``default_collate``, except that a :class:`SampleBatch` or :class:`TensorSamples` is returned collated."""
+    return samples.collated if isinstance(samples, (SampleBatch, TensorSamples)) else default_collate(samples)
+
+
+def read_in_order(items: Sequence[Any], read: Callable[[int, Tensor], Any]) -> Any:
+    """``read(view, indices)`` once per view among ``items``, the results in the items' order.
+
+    ``read`` returns a batch (a tensor or a dict of tensors, one row per index); with one view (the usual case: a
+    :class:`ViewSampler` gives every item of an epoch the same view) its result is returned as it is.
+    """
+    groups = group_by_view(items)
+    if len(groups) == 1:
+        return read(groups[0][0], groups[0][2])
+    parts = [read(view, indices) for view, _, indices in groups]
+    order = torch.as_tensor([position for _, positions, _ in groups for position in positions], dtype=torch.int64)
+    inverse = torch.argsort(order)
+    if isinstance(parts[0], dict):
+        return {name: torch.cat([part[name] for part in parts])[inverse] for name in parts[0]}
+    return torch.cat(parts)[inverse]
 
 
 def group_by_view(items: Sequence[Any]) -> list[tuple[int, list[int], Tensor]]:
@@ -178,17 +234,26 @@ def group_by_view(items: Sequence[Any]) -> list[tuple[int, list[int], Tensor]]:
     Raises:
         TypeError: on an item that is not a ``(view, index)`` pair, naming the sampler to use.
     """
-    groups: dict[int, tuple[list[int], list[int]]] = {}
-    for position, item in enumerate(items):
-        if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise TypeError(
-                f"views are read with (view, index) items, got {item!r}: load them with a ViewSampler, e.g. "
-                "view_loader(dataset, batch_size) or DataLoader(dataset, sampler=ViewSampler(...))"
-            )
-        positions, indices = groups.setdefault(int(item[0]), ([], []))
-        positions.append(position)
-        indices.append(int(item[1]))
-    return [(view, pos, torch.as_tensor(idx, dtype=torch.int64)) for view, (pos, idx) in groups.items()]
+    pairs = _as_pairs(items)
+    views = pairs[:, 0]
+    if len(views) and bool((views == views[0]).all()):  # the usual case: one view per batch
+        return [(int(views[0]), list(range(len(items))), pairs[:, 1])]
+    groups: list[tuple[int, list[int], Tensor]] = []
+    for view in dict.fromkeys(views.tolist()):  # the views in order of first appearance
+        where = torch.nonzero(views == view).flatten()
+        groups.append((int(view), where.tolist(), pairs[where, 1]))
+    return groups
+
+
+def _as_pairs(items: Sequence[Any]) -> Tensor:
+    """``(view, index)`` items as an ``(N, 2)`` int64 tensor, or a TypeError naming the sampler to use."""
+    bad = next((item for item in items if not (isinstance(item, (tuple, list)) and len(item) == 2)), None)
+    if bad is not None:
+        raise TypeError(
+            f"views are read with (view, index) items, got {bad!r}: load them with a ViewSampler, e.g. "
+            "view_loader(dataset, batch_size) or DataLoader(dataset, sampler=ViewSampler(...))"
+        )
+    return torch.as_tensor(items, dtype=torch.int64).reshape(-1, 2)
 
 
 def view_loader(
@@ -211,8 +276,10 @@ def view_loader(
         generator: the shuffling generator; it also draws the workers' base seed, as in a plain DataLoader.
         order: the sample order to tag with views, e.g. a :class:`ResumableRandomSampler` (``shuffle`` is then
             ignored); default: a ``RandomSampler`` drawing from ``generator``, or in order.
-        **loader_kwargs: other ``DataLoader`` arguments (``num_workers``, ``drop_last``, ...).
+        **loader_kwargs: other ``DataLoader`` arguments (``num_workers``, ``drop_last``, ...); the default
+            ``collate_fn`` is :func:`collate_samples` (``default_collate``'s batches, without splitting and restacking).
     """
+    loader_kwargs.setdefault("collate_fn", collate_samples)
     if num_views is None:
         num_views = getattr(dataset, "num_views", None)
     indices = range(len(dataset))  # type: ignore[arg-type]
