@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_advkd._atomic import CorruptFileError, load_or_build
 from lightning_advkd.batch import split_batch
+from lightning_advkd.collate import SampleBatch, split_samples
 from lightning_advkd.features import FeatureTap
 from lightning_advkd.fingerprint import teacher_fingerprint
 from lightning_advkd.functional import attention_map
@@ -143,6 +144,17 @@ class TeacherOutputCache(Dataset):
         if self.labels is not None:
             sample[self.label_key] = self.labels[index]
         return sample
+
+    def __getitems__(self, indices: list[int]) -> SampleBatch | list[dict[str, Tensor]]:
+        """The samples at ``indices``, sliced as one batch when the inputs are held as a tensor (see SampleBatch)."""
+        if self.inputs is None:
+            return [self[index] for index in indices]
+        rows = torch.as_tensor(indices, dtype=torch.int64)
+        batch = {self.input_key: self.inputs[rows], TEACHER_KEY: self._key_tensor.repeat(len(indices))}
+        batch.update({name: values[rows] for name, values in self.outputs.items()})
+        if self.labels is not None:
+            batch[self.label_key] = self.labels[rows]
+        return SampleBatch(batch, len(indices), lambda: split_samples(batch))
 
 
 def _check_not_augmented(dataset: Dataset, input_key: str, label_key: str) -> None:

@@ -63,7 +63,8 @@ from lightning_advkd._view_store import (
     file_name,
     mark_done,
 )
-from lightning_advkd.data.views import AugmentedViews, SampleBatch, read_in_order, view_loader
+from lightning_advkd.collate import SampleBatch, split_samples
+from lightning_advkd.data.views import AugmentedViews, read_in_order, view_loader
 from lightning_advkd.features import FeatureTap, first_tensor
 from lightning_advkd.fingerprint import teacher_fingerprint
 from lightning_advkd.functional import attention_map
@@ -175,7 +176,7 @@ class AugmentedViewCache(Dataset):
         """The samples of ``(view, index)`` items, read as one batch per view (see :class:`SampleBatch`)."""
         batch: dict[str, Tensor] = read_in_order(items, self.read)
         batch[TEACHER_KEY] = self._key_tensor.repeat(len(items))
-        return SampleBatch(batch, len(items), lambda: _split(batch))
+        return SampleBatch(batch, len(items), lambda: split_samples(batch))
 
     def read(self, view: int, indices: Tensor) -> dict[str, Tensor]:
         """One batch: the images of view ``view`` of the samples ``indices``, their labels and teacher outputs."""
@@ -316,14 +317,6 @@ class _Builder:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _split(batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
-    """A batch of named tensors as one dict per sample."""
-    names = list(batch)
-    return [
-        dict(zip(names, values, strict=True)) for values in zip(*(batch[name].unbind(0) for name in names), strict=True)
-    ]
 
 
 def _as_dict(params: Any) -> dict[str, Tensor]:

@@ -42,6 +42,23 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
         assert torch.equal(a[key], b[key]), key
 
 
+def assert_same_tree(got, want) -> None:
+    """Same structure, types, dtypes and values, bit for bit."""
+    assert type(got) is type(want)
+    if isinstance(want, dict):
+        assert sorted(got) == sorted(want)
+        for key in want:
+            assert_same_tree(got[key], want[key])
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            assert_same_tree(a, b)
+    elif isinstance(want, torch.Tensor):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+    else:
+        assert got == want
+
+
 def build(seed: int = 0, **kwargs: Any) -> AdversarialDistillation:
     """An ``AdversarialDistillation`` of the tiny teacher and student made with ``seed``; ``kwargs`` go to it."""
     teacher, student = make_networks(seed)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_same_state, fit, state
+from helpers import assert_same_state, assert_same_tree, fit, state
 from tiny_networks import TinyStudent, TinyTeacher, make_data, make_networks
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 from lightning_advkd import AdversarialDistillation, AdversarialSamples, TeacherOutputCache
 from lightning_advkd._atomic import write_atomic
+from lightning_advkd.collate import collate_samples
 from lightning_advkd.distillation import KnowledgeDistillation
 
 
@@ -67,6 +68,19 @@ def test_cache_matches_the_teacher_and_skips_its_forward():
     module.teacher.register_forward_hook(lambda *args: calls.append(1))
     fit(module, DataLoader(cache, batch_size=8), limit_val_batches=0)
     assert calls == []  # the teacher never ran during training
+
+
+def test_batches_read_whole_equal_the_samples_collated_one_by_one():
+    images, labels = make_data(32)
+    cache = TeacherOutputCache(TensorDataset(images, labels), TinyTeacher(), attention_layers=["body"])
+    indices = [5, 0, 31, 5, 17]
+    read_whole = cache.__getitems__(indices)
+    expected = default_collate([cache[index] for index in indices])
+    assert_same_tree(collate_samples(read_whole), expected)
+    assert_same_tree(default_collate(read_whole), expected)  # other collate functions see the samples
+    assert_same_tree(list(read_whole), [cache[index] for index in indices])
+    loader = DataLoader(cache, batch_size=8, collate_fn=collate_samples)
+    assert_same_tree(next(iter(loader)), next(iter(DataLoader(cache, batch_size=8))))
 
 
 def test_outputs_of_another_teacher_are_refused():

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import assert_same_state, fit, state
+from helpers import assert_same_state, assert_same_tree, fit, state
 from tiny_networks import IMAGE_SHAPE, NUM_CLASSES, TinyTeacher, make_networks
 from torch.utils.data import default_collate
 
@@ -24,8 +24,8 @@ from lightning_advkd import (
     cache_folder_name,
     view_loader,
 )
+from lightning_advkd.collate import collate_samples
 from lightning_advkd.data import TensorImageTransform
-from lightning_advkd.data.views import collate_samples
 
 N = 32
 
@@ -131,23 +131,6 @@ def test_batches_read_whole_equal_the_samples_collated_one_by_one(dataset):
     assert loader.collate_fn is collate_samples
     first = next(iter(loader))
     assert_same_tree(first, default_collate([source[0, index] for index in range(4)]))
-
-
-def assert_same_tree(got, want) -> None:
-    """Same structure, types, dtypes and values, bit for bit."""
-    assert type(got) is type(want)
-    if isinstance(want, dict):
-        assert sorted(got) == sorted(want)
-        for key in want:
-            assert_same_tree(got[key], want[key])
-    elif isinstance(want, (list, tuple)):
-        assert len(got) == len(want)
-        for a, b in zip(got, want, strict=True):
-            assert_same_tree(a, b)
-    elif isinstance(want, torch.Tensor):
-        assert got.dtype == want.dtype and torch.equal(got, want)
-    else:
-        assert got == want
 
 
 def test_outputs_of_another_teacher_are_refused_by_the_module():

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from lightning_advkd.collate import collate_samples
 from lightning_advkd.data.train_order import TrainOrder
 from lightning_advkd.teacher_cache import TeacherOutputCache
 from lightning_advkd.view_cache import AugmentedViewCache, cache_folder_name
@@ -79,7 +80,9 @@ class TeacherOutputDataModule(L.LightningDataModule):
             return None
         if id(dataset) not in self._cached:
             log.info(
-                "Computing the teacher's outputs on the %s split (%d samples), once", name, len(cast(Sized, dataset))
+                "Teacher outputs of the %s split (%d samples): read from the disk cache, or computed once",
+                name,
+                len(cast(Sized, dataset)),
             )
             self._cached[id(dataset)] = TeacherOutputCache(
                 dataset,
@@ -125,6 +128,7 @@ class TeacherOutputDataModule(L.LightningDataModule):
             sampler=self._order.sampler(cached, self.trainer) if train else None,
             drop_last=self.drop_last and train,
             generator=self._order.generator if train else None,
+            collate_fn=collate_samples,
         )
 
     @override

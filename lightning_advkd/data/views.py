@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, default_collate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
+from lightning_advkd.collate import SampleBatch, TensorSamples, collate_samples
 from lightning_advkd.data.splits import TransformedSubset
 
 log = logging.getLogger(__name__)
@@ -171,44 +172,6 @@ class AugmentedViews(Dataset):
     def _check_view(self, view: int) -> None:
         if view < 0 or (self.num_views is not None and view >= self.num_views):
             raise IndexError(f"view {view} out of range: these views number {self.num_views}")
-
-
-class SampleBatch(Sequence):
-    """Samples read together as one batch: ``collated`` is what ``default_collate`` would make of them.
-
-    Views are read a batch at a time (one crop/flip pass, one slice of every cached array); splitting that batch into
-    samples only for the ``DataLoader`` to stack them again costs more than the read on small images. The loaders of
-    :func:`view_loader` collate with :func:`collate_samples`, which returns ``collated`` as it is; any other collate
-    function sees an ordinary sequence of samples, split from the batch (once) when first read.
-    """
-
-    def __init__(self, collated: Any, length: int, split: Callable[[], list[Any]]) -> None:
-        self.collated, self._length, self._split = collated, length, split
-        self._samples: list[Any] | None = None
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __getitem__(self, position: Any) -> Any:
-        if self._samples is None:
-            self._samples = self._split()
-        return self._samples[position]
-
-
-class TensorSamples(list):
-    """Bare tensor samples read as one batch: a list of its rows, and the batch itself as ``collated``.
-
-    A list, not a :class:`SampleBatch`: ``default_collate`` stacks only real lists of tensors.
-    """
-
-    def __init__(self, collated: Tensor) -> None:
-        super().__init__(collated.unbind(0))
-        self.collated = collated
-
-
-def collate_samples(samples: Any) -> Any:
-    """``default_collate``, except that a :class:`SampleBatch` or :class:`TensorSamples` is returned collated."""
-    return samples.collated if isinstance(samples, (SampleBatch, TensorSamples)) else default_collate(samples)
 
 
 def read_in_order(items: Sequence[Any], read: Callable[[int, Tensor], Any]) -> Any:
