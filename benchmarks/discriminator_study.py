@@ -461,17 +461,43 @@ def setting_label(where: Setting) -> str:
     return f"{pair}, {train_size:,} images x {epochs} epochs" + (", augmented" if augment else "")
 
 
-def paired(runs: list[dict], where: Setting, method: str, other: str, key: str = "test_acc") -> dict | None:
-    """Paired difference ``method - other`` over the seeds both have in one setting, in points."""
+def paired_differences(runs: list[dict], where: Setting, method: str, other: str, key: str = "test_acc") -> list[float]:
+    """``method - other`` in points, one per seed both ran in one setting."""
     a = {r["seed"]: r[key] for r in runs if setting(r) == where and r["method"] == method}
     b = {r["seed"]: r[key] for r in runs if setting(r) == where and r["method"] == other}
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
+    return [100 * (a[s] - b[s]) for s in sorted(set(a) & set(b))]
+
+
+def paired(runs: list[dict], where: Setting, method: str, other: str, key: str = "test_acc") -> dict | None:
+    """Paired difference ``method - other`` over the seeds both have in one setting, in points."""
+    return describe(paired_differences(runs, where, method, other, key))
+
+
+def describe(diffs: list[float]) -> dict | None:
+    """Mean, 95 % t-interval and wins of paired differences (``None`` when there are none)."""
+    if not diffs:
         return None
-    diffs = [100 * (a[s] - b[s]) for s in seeds]
     mean, half, _ = mean_ci(diffs)
-    return {"n": len(seeds), "mean": mean, "low": mean - half, "high": mean + half,
+    return {"n": len(diffs), "mean": mean, "low": mean - half, "high": mean + half,
             "wins": sum(d > 0 for d in diffs)}  # fmt: skip
+
+
+def pooled_over_settings(runs: list[dict]) -> list[dict]:
+    """Each adversarial method against its twin, every paired seed of every setting it ran in pooled."""
+    order = {name: i for i, name in enumerate(ROWS)}
+    methods = sorted({r["method"] for r in runs if r.get("adversarial")}, key=lambda m: order.get(m, 99))
+    pooled = []
+    for method in methods:
+        settings, diffs = [], []
+        for where in sorted({setting(r) for r in runs if r["method"] == method}):
+            twin = twin_name(runs, where, method)
+            found = paired_differences(runs, where, method, twin) if twin else []
+            if found:
+                settings.append(where)
+                diffs += found
+        if diffs:
+            pooled.append({"method": method, "settings": len(settings), "vs_twin": describe(diffs)})
+    return pooled
 
 
 def twin_name(runs: list[dict], where: Setting, method: str) -> str | None:
@@ -556,6 +582,11 @@ def write_outputs(runs: list[dict], args: argparse.Namespace, teachers: dict[str
             f"| {_fmt_diff(r['vs_twin'])} | {_fmt_diff(r['vs_kd'])} | {_fmt_diff(r['val_vs_twin'])} "
             f"| {r['minutes']:.1f} |"
         )
+    lines += [
+        "", "Pooled over settings: every paired seed of every setting the method ran in, one difference each.", "",
+        "| method | settings | test vs twin |", "|---|---|---|",
+        *(f"| {p['method']} | {p['settings']} | {_fmt_diff(p['vs_twin'])} |" for p in pooled_over_settings(runs)),
+    ]  # fmt: skip
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot_differences(rows, args.out / "accuracy.png")
