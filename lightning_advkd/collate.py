@@ -18,9 +18,9 @@ class SampleBatch(Sequence):
     """Samples read together as one batch: ``collated`` is what ``default_collate`` would make of them.
 
     Splitting a batch read whole into samples only for the ``DataLoader`` to stack them again costs more than the read
-    itself on small images (a 128-image Fashion-MNIST view-cache batch: 3.8 ms split and restacked, 1.4 ms whole). :func:`collate_samples`
-    returns ``collated`` as it is; any other collate function sees an ordinary sequence of samples, split from the
-    batch (once) when first read.
+    itself on small images (a 128-image Fashion-MNIST view-cache batch: 3.8 ms split and restacked, 1.4 ms whole).
+    :func:`collate_samples` returns ``collated`` as it is; any other collate function sees an ordinary sequence of
+    samples, split from the batch (once) when first read.
 
     Args:
         collated: the batch, as ``default_collate`` would build it from the samples.
