@@ -160,14 +160,17 @@ class AugmentedViews(Dataset):
 
     def __getitems__(self, items: list[tuple[int, int]]) -> SampleBatch | TensorSamples:
         """The samples of ``(view, index)`` items, read as one batch per view (see :class:`SampleBatch`)."""
-        images = read_in_order(items, self.view_batch)
         if self.labels is None:
-            return TensorSamples(images)
-        indices = torch.as_tensor([index for _, index in items], dtype=torch.int64)
-        labels = self.labels[indices].to(torch.int64)
+            return TensorSamples(read_in_order(items, self.view_batch))
+        batch = read_in_order(items, self._labelled_batch)
+        images, labels = batch["image"], batch["label"]
         return SampleBatch(
             [images, labels], len(items), lambda: list(zip(images.unbind(0), labels.tolist(), strict=True))
         )
+
+    def _labelled_batch(self, view: int, indices: Tensor) -> dict[str, Tensor]:
+        assert self.labels is not None
+        return {"image": self.view_batch(view, indices), "label": self.labels[indices].to(torch.int64)}
 
     def _check_view(self, view: int) -> None:
         if view < 0 or (self.num_views is not None and view >= self.num_views):
