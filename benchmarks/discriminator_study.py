@@ -91,6 +91,8 @@ class Pair:
     teacher: str
     student: str
     teacher_epochs: int = 15
+    #: (student layer, teacher layer) pairs of the discriminator on several layers (rows with discriminator_layers)
+    layers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,10 +123,11 @@ def anc(regularizers: tuple[tuple[str, float], ...] = (("r1", 1.0),), **options:
 
 
 PAIRS = {
-    "resnet14-lenet5": Pair("resnet14", "lenet5"),  # a plain CNN student without BatchNorm
+    # a plain CNN student without BatchNorm; its two conv layers against the teacher's first two stages
+    "resnet14-lenet5": Pair("resnet14", "lenet5", layers=(("conv1", "layer1"), ("conv2", "layer2"))),
     # BatchNorm students: a residual one close to the teacher in design, and one of another family (both train an
     # order of magnitude slower than LeNet-5 on a CPU: run them on a subset, --train-size)
-    "resnet14-resnet8": Pair("resnet14", "resnet8"),
+    "resnet14-resnet8": Pair("resnet14", "resnet8", layers=(("layer1", "layer1"), ("layer2", "layer2"))),
     "resnet14-mobilenetv2": Pair("resnet14", "mobilenetv2_x0_5"),
 }
 ROWS: dict[str, Row] = {
@@ -142,11 +145,14 @@ ROWS: dict[str, Row] = {
     # the diagnosis' fix: adapted student features in the teacher's non-negative range
     "anc_relu_adapter": anc(adapter_activation="relu"),
     "anc_relu_wadv1": anc(adapter_activation="relu", adversarial_weight=1.0),
+    # a discriminator on several layers: the attention maps of the pair's layers next to the pooled feature. Its
+    # adversarial samples (dropout on each layer's map) draw from the student's random stream: its twin is its own
+    "anc_layers": anc(discriminator_layers=True),
 }
 ROW_SETS = {
     "headline": ["supervised", "kd", "anc_default"],
     "variants": ["anc_relu_adapter", "anc_relu_wadv1", "anc_conditional", "anc_paper", "anc_hinge_sn", "anc_logits"],
-    "more_variants": ["anc_wadv1", "anc_dlr_low", "anc_relativistic"],
+    "more_variants": ["anc_wadv1", "anc_dlr_low", "anc_relativistic", "anc_layers"],
 }  # fmt: skip
 
 
@@ -260,7 +266,14 @@ def cosine(optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_sche
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
 
 
-def build_module(row: Row, teacher: nn.Module, student: nn.Module, args: argparse.Namespace) -> L.LightningModule:
+def critic_teacher_layers(pair: Pair, row: Row) -> tuple[str, ...]:
+    """The teacher layers whose attention maps a row's discriminator judges (the caches must hold them)."""
+    return tuple(teacher for _, teacher in pair.layers) if dict(row.options).get("discriminator_layers") else ()
+
+
+def build_module(
+    row: Row, pair: Pair, teacher: nn.Module, student: nn.Module, args: argparse.Namespace
+) -> L.LightningModule:
     optimizer = functools.partial(sgd, lr=args.lr)
     scheduler = functools.partial(cosine, epochs=args.epochs)
     if row.kind == "supervised":
@@ -269,6 +282,12 @@ def build_module(row: Row, teacher: nn.Module, student: nn.Module, args: argpars
         return KnowledgeDistillation(teacher, student, kd_weight=1.0, optimizer=optimizer, scheduler=scheduler)
     options = dict(row.options)
     discriminator_lr = options.pop("discriminator_lr", None)
+    if options.pop("discriminator_layers", False):
+        if not pair.layers:
+            raise SystemExit(
+                f"pair {pair.teacher}-{pair.student} names no layers for a discriminator on several layers"
+            )
+        options.update(discriminator_layers=pair.layers, input_shape=(1, 28, 28))
     if options.pop("spectral_norm", False):
         options["discriminator"] = functools.partial(MLPDiscriminator, spectral_norm=True)
     if discriminator_lr is not None:
@@ -286,7 +305,7 @@ def run_one(pair_name: str, method: str, row: Row, seed: int, data: dict, args: 
     teacher = train_teacher(pair, args)
     L.seed_everything(seed, verbose=False)
     student = create_model(pair.student, num_classes=NUM_CLASSES, in_chans=1)
-    module = build_module(row, teacher, student, args)
+    module = build_module(row, pair, teacher, student, args)
     cached = row.kind != "supervised"
     train, val, test = (data[f"{split}_cached" if cached else split] for split in ("train", "val", "test"))
     probe = next(iter(DataLoader(val, batch_size=1000))) if row.kind == "anc" else None
@@ -363,15 +382,19 @@ def append_run(path: Path, result: dict) -> None:
         handle.write(json.dumps(result) + "\n")
 
 
-def build_caches(teacher: nn.Module, data: dict, args: argparse.Namespace) -> dict:
-    """The teacher's outputs for every split, and with ``--augment`` for every view of the training images."""
+def build_caches(teacher: nn.Module, data: dict, args: argparse.Namespace, layers: tuple[str, ...] = ()) -> dict:
+    """The teacher's outputs for every split, and with ``--augment`` for every view of the training images.
+
+    ``layers``: teacher layers whose attention maps are cached too (a separate cache; the outputs are the same).
+    """
     cached = {f"{split}_cached": TeacherOutputCache(data[split], teacher, cache_dir=args.cache_dir / "outputs",
-                                                    batch_size=1000) for split in ("train", "val", "test")}  # fmt: skip
+                                                    batch_size=1000, attention_layers=layers)
+              for split in ("train", "val", "test")}  # fmt: skip
     if args.augment:
         views = augmented_views(args)
-        path = args.cache_dir / "views" / cache_folder_name(teacher, views)
+        path = args.cache_dir / "views" / cache_folder_name(teacher, views, attention_layers=layers)
         start = time.time()
-        cached["views_cached"] = AugmentedViewCache(views, teacher, path=path, batch_size=1000)
+        cached["views_cached"] = AugmentedViewCache(views, teacher, path=path, batch_size=1000, attention_layers=layers)
         cached["views"] = _ViewLoader(views)
         print(f"view cache {path.name}: ready in {time.time() - start:.0f} s", flush=True)
     return {**data, **cached}
@@ -399,11 +422,12 @@ def work(args: argparse.Namespace, worker: int, workers: int) -> None:
     }
     pending = [p for p in plan(args) if (p[0], p[2].key(), p[3]) not in done]
     pending.sort(key=lambda p: (args.pairs.index(p[0]), p[3]))  # seed by seed: every row gets seeds evenly
-    caches: dict[str, dict] = {}
+    caches: dict[tuple[str, tuple[str, ...]], dict] = {}
     for pair, method, row, seed, twin_of in pending[worker::workers]:
-        if pair not in caches:
-            caches[pair] = build_caches(train_teacher(PAIRS[pair], args), data, args)
-        result = run_one(pair, method, row, seed, caches[pair], args)
+        key = (pair, critic_teacher_layers(PAIRS[pair], row))
+        if key not in caches:
+            caches[key] = build_caches(train_teacher(PAIRS[pair], args), data, args, key[1])
+        result = run_one(pair, method, row, seed, caches[key], args)
         result["twin_of"] = twin_of
         result["command"] = " ".join(["python", "benchmarks/discriminator_study.py", *args.argv])
         result["code"] = code_version()
@@ -418,7 +442,8 @@ def launch(args: argparse.Namespace, argv: list[str]) -> None:
     data = datasets(args)
     for pair in args.pairs:
         teacher = train_teacher(PAIRS[pair], args)
-        build_caches(teacher, data, args)
+        for layers in {critic_teacher_layers(PAIRS[pair], ROWS[name]) for name in args.rows}:
+            build_caches(teacher, data, args, layers)
         print(f"teacher {PAIRS[pair].teacher}: val {100 * accuracy(teacher, data['val']):.2f} %", flush=True)
     if args.teachers_only:
         return

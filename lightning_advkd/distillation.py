@@ -20,7 +20,7 @@ from lightning_advkd import functional as AF
 from lightning_advkd.features import FeatureTap, make_adapter
 from lightning_advkd.objective import StudentObjective, renamed, total
 from lightning_advkd.optim import OptimizerFactory, SchedulerFactory, default_student_optimizer
-from lightning_advkd.teacher_cache import TEACHER_ATTENTION, TEACHER_LOGITS
+from lightning_advkd.teacher_cache import cached_attention
 from lightning_advkd.teacher_student import TeacherStudentModule
 
 
@@ -125,14 +125,8 @@ class KnowledgeDistillation(TeacherStudentModule):
         self, batch: Any, inputs: Tensor
     ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], list[Tensor]]:
         """Teacher and student ``(feature, logits)`` and the attention-transfer terms, from one pass of each."""
-        cached = isinstance(batch, dict) and TEACHER_LOGITS in batch
-        if cached:
-            missing = [t.tap for _, t in self.attention_taps if TEACHER_ATTENTION + t.tap not in batch]
-            if missing:
-                raise ValueError(
-                    f"the teacher-output cache holds no attention maps of teacher layers {missing}: build it with "
-                    f"TeacherOutputCache(..., attention_layers={missing})"
-                )
+        cached_maps = cached_attention(batch, [t.tap for _, t in self.attention_taps])
+        cached = cached_maps is not None
         with ExitStack() as stack:
             for student_tap, teacher_tap in self.attention_taps:
                 stack.enter_context(student_tap.capture())
@@ -141,9 +135,9 @@ class KnowledgeDistillation(TeacherStudentModule):
             teacher = self._teacher_outputs(batch, inputs)
             student = self._student_forward_raw(inputs)
         attention = []
-        for student_tap, teacher_tap in self.attention_taps:
-            if cached:
-                attention.append(AF.attention_distance(student_tap.pop(), batch[TEACHER_ATTENTION + teacher_tap.tap]))
+        for index, (student_tap, teacher_tap) in enumerate(self.attention_taps):
+            if cached_maps is not None:
+                attention.append(AF.attention_distance(student_tap.pop(), cached_maps[index]))
             else:
                 attention.append(AF.attention_transfer_loss(student_tap.pop(), teacher_tap.pop()))
         return teacher, student, attention

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any, Literal, cast
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_advkd import functional as AF
+from lightning_advkd.critic_input import CriticInput, DiscriminatorInput
+from lightning_advkd.critic_layers import CriticLayers
 from lightning_advkd.features import make_adapter
 from lightning_advkd.functional import GAN_LOSSES, DataTerm, GanLoss
 from lightning_advkd.objective import StudentObjective, renamed, weights_from_data_term
@@ -28,13 +30,12 @@ from lightning_advkd.two_player import (
     DiscriminatorFactory,
     NonFiniteLossError,
     StudentOutputs,
+    TeacherOutputs,
     TwoPlayerModule,
     build_discriminator,
     check_ddp_finds_unused_parameters,
     check_loop_options,
 )
-
-DiscriminatorInput = Literal["features", "logits"]
 
 
 class AdversarialDistillation(TwoPlayerModule):
@@ -100,6 +101,8 @@ class AdversarialDistillation(TwoPlayerModule):
             ``"logits"`` the adversarial samples are the clean student outputs (dropout needs a feature).
         conditional_discriminator: show the discriminator the teacher's soft prediction for the same sample next to
             what it judges (``functional.conditioned``), so only per-sample agreement fools it. Label-free.
+        discriminator_layers: ``(student layer, teacher layer)`` pairs whose attention maps the discriminator judges
+            too, with adversarial samples per layer (:mod:`lightning_advkd.critic_layers`); needs ``input_shape``.
         gan_loss: ``"bce"`` (non-saturating, the paper's), ``"hinge"`` or ``"relativistic"`` (relativistic
             average); see :func:`lightning_advkd.functional.discriminator_loss`.
         perturb_adversarial_term: the student's adversarial term uses the perturbed (default) or the clean feature.
@@ -163,6 +166,7 @@ class AdversarialDistillation(TwoPlayerModule):
         adapter_activation: Literal["none", "relu"] = "none",
         discriminator_input: DiscriminatorInput = "features",
         conditional_discriminator: bool = False,
+        discriminator_layers: Sequence[Sequence[str]] | None = None,
         gan_loss: GanLoss = "bce",
         perturb_adversarial_term: bool = True,
         student_steps: int = 1,
@@ -198,7 +202,7 @@ class AdversarialDistillation(TwoPlayerModule):
             kd_weight=kd_weight, kd_temperature=kd_temperature, logit_l2_weight=logit_l2_weight,
             logit_l1_weight=logit_l1_weight, hint_weight=hint_weight,
         )  # fmt: skip
-        _check_options(adversarial_weight, self.objective, adversarial_dropout, discriminator_input, gan_loss)
+        _check_options(adversarial_weight, self.objective, adversarial_dropout, gan_loss)
         check_loop_options(
             student_steps, discriminator_steps, scheduler_interval, grad_clip_algorithm, accumulate_grad_batches,
             max_student_steps,
@@ -219,6 +223,12 @@ class AdversarialDistillation(TwoPlayerModule):
         )  # fmt: skip
         teacher_width, student_width = self.feature_widths
         self.adapter = make_adapter(student_width, teacher_width, adapter_activation)
+        pairs = discriminator_layers or []
+        self.critic_layers = CriticLayers(self.teacher, self.student, pairs, input_shape) if pairs else None
+        self.critic_input = CriticInput(
+            discriminator_input, conditional_discriminator, kd_temperature, teacher_width, self.num_classes,
+            self.critic_layers,
+        )  # fmt: skip
         with torch.random.fork_rng(devices=[]):  # the discriminator's size never shifts the student's random stream
             self.discriminator = build_discriminator(discriminator, self.discriminator_width)
         optimizers = (student_optimizer or default_student_optimizer, discriminator_optimizer)
@@ -228,18 +238,10 @@ class AdversarialDistillation(TwoPlayerModule):
 
     @property
     def discriminator_width(self) -> int:
-        """Width of the vectors the discriminator judges (set by ``discriminator_input`` and the conditioning)."""
-        width = self.feature_widths[0] if self.hparams["discriminator_input"] == "features" else self.num_classes
-        return width + (self.num_classes if self.hparams["conditional_discriminator"] else 0)
+        """Width of the vectors the discriminator judges (``discriminator_input``, the layers, the conditioning)."""
+        return self.critic_input.width
 
     # ------------------------------------------------------------------ forward passes
-
-    def _critic_input(self, features: Tensor, logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        """What the discriminator judges of one network's outputs (see ``discriminator_input``)."""
-        hp = self.hparams
-        temperature = hp["kd_temperature"]
-        judged = features if hp["discriminator_input"] == "features" else F.softmax(logits / temperature, dim=1)
-        return AF.conditioned(judged, teacher_logits, temperature) if hp["conditional_discriminator"] else judged
 
     @torch.no_grad()
     def features(self, batch: Any) -> tuple[Tensor, Tensor]:
@@ -250,20 +252,30 @@ class AdversarialDistillation(TwoPlayerModule):
 
         Returns:
             ``(teacher, student)``: with ``discriminator_input="features"`` the teacher's pooled feature and the
-            adapted student feature, ``(N, C_T)`` each (without the conditioning).
+            adapted student feature, ``(N, C_T)`` each (without the conditioning and the layers' attention maps).
         """
         inputs, _ = self._split(batch)
         teacher_features, teacher_logits = self._teacher_outputs(batch, inputs)
         student = self._student_forward(inputs)
-        if self.hparams["discriminator_input"] == "features":
-            return teacher_features, student.adapted
-        temperature = self.hparams["kd_temperature"]
-        return F.softmax(teacher_logits / temperature, dim=1), F.softmax(student.logits / temperature, dim=1)
+        judged = self.critic_input.judged
+        return judged(teacher_features, teacher_logits), judged(student.adapted, student.logits)
 
     def _student_forward(self, inputs: Tensor) -> StudentOutputs:
-        features, logits = self._student_forward_raw(inputs)
-        perturbed = AF.adversarial_sample(features, self.hparams["adversarial_dropout"], training=self.training)
-        return StudentOutputs(features, logits, self.adapter(features), self.adapter(perturbed))
+        dropout, layers = self.hparams["adversarial_dropout"], self.critic_layers
+        with layers.capture(student=True) if layers is not None else nullcontext():
+            features, logits = self._student_forward_raw(inputs)
+        perturbed = AF.adversarial_sample(features, dropout, training=self.training)
+        outputs = StudentOutputs(features, logits, self.adapter(features), self.adapter(perturbed))
+        if layers is not None:
+            outputs.layers, outputs.perturbed_layers = layers.student_vectors(dropout, self.training)
+        return outputs
+
+    def _teacher_side(self, batch: Any, inputs: Tensor) -> TeacherOutputs:
+        """The teacher's feature, logits and (with ``discriminator_layers``) attention vectors, cached or computed."""
+        layers = self.critic_layers
+        with layers.capture(student=False, teacher=True) if layers is not None else nullcontext():
+            features, logits = self._teacher_outputs(batch, inputs)
+        return TeacherOutputs(features, logits, layers.teacher_vectors(batch) if layers is not None else None)
 
     # ------------------------------------------------------------------ training
 
@@ -287,24 +299,24 @@ class AdversarialDistillation(TwoPlayerModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         inputs, _ = self._split(batch)  # labels are never read
         self._batch_idx = batch_idx
-        teacher_features, teacher_logits = self._teacher_outputs(batch, inputs)
+        teacher = self._teacher_side(batch, inputs)
         student = self._student_forward(inputs)
         if self.hparams["discriminator_first"]:
-            self._discriminator_updates(teacher_features, teacher_logits, student)
+            self._discriminator_updates(teacher, student)
         for repeat in range(self.hparams["student_steps"]):
             if repeat > 0:
                 student = self._student_forward(inputs)
-            self._student_update(student, teacher_features, teacher_logits)
+            self._student_update(student, teacher)
         if not self.hparams["discriminator_first"]:
-            self._discriminator_updates(teacher_features, teacher_logits, student)
+            self._discriminator_updates(teacher, student)
         max_steps = self.hparams["max_student_steps"]
         if max_steps is not None and self.student_step >= max_steps:
             self.trainer.should_stop = True
 
-    def _student_update(self, student: StudentOutputs, teacher_features: Tensor, teacher_logits: Tensor) -> None:
+    def _student_update(self, student: StudentOutputs, teacher: TeacherOutputs) -> None:
         optimizer = cast("list[LightningOptimizer]", self.optimizers())[0]  # two optimizers: always a list
         with self.toggled_optimizer(optimizer):
-            terms = self._student_loss_terms(student, teacher_features, teacher_logits)
+            terms = self._student_loss_terms(student, teacher)
             loss = self._total(terms, "student")
             self.manual_backward(loss / self.hparams["accumulate_grad_batches"])
             if self._is_update_batch():
@@ -313,25 +325,24 @@ class AdversarialDistillation(TwoPlayerModule):
         if self._should_log():
             self._log_terms("student", terms, loss)
 
-    def _student_loss_terms(
-        self, student: StudentOutputs, teacher_features: Tensor, teacher_logits: Tensor
-    ) -> dict[str, Tensor]:
+    def _student_loss_terms(self, student: StudentOutputs, teacher: TeacherOutputs) -> dict[str, Tensor]:
         hp = self.hparams
         terms: dict[str, Tensor] = {}  # the adversarial term first: the summation order of existing recipes
         if hp["adversarial_weight"] > 0:
-            features = student.perturbed if hp["perturb_adversarial_term"] else student.adapted
-            fake_logits = self.discriminator(self._critic_input(features, student.logits, teacher_logits))
+            perturb = hp["perturb_adversarial_term"]
+            features, layers = (
+                (student.perturbed, student.perturbed_layers) if perturb else (student.adapted, student.layers)
+            )
+            fake_logits = self.discriminator(self.critic_input(features, student.logits, teacher.logits, layers))
             real_logits = None
             if hp["gan_loss"] == "relativistic":
                 with torch.no_grad():
-                    real_logits = self.discriminator(
-                        self._critic_input(teacher_features, teacher_logits, teacher_logits)
-                    )
+                    real_logits = self.discriminator(self._critic_input_of_teacher(teacher))
             adversarial = AF.generator_loss(fake_logits, real_logits, hp["gan_loss"])
             terms["adversarial"] = hp["adversarial_weight"] * adversarial
         terms.update(
             self.objective.terms(
-                student.logits, teacher_logits, student_features=student.adapted, teacher_features=teacher_features
+                student.logits, teacher.logits, student_features=student.adapted, teacher_features=teacher.features
             )
         )
         return terms
@@ -349,14 +360,14 @@ class AdversarialDistillation(TwoPlayerModule):
     def _evaluation_step(self, batch: Any, batch_idx: int, stage: str) -> None:
         inputs, labels = self._split_for_evaluation(batch, batch_idx, stage)
         metrics, prefix = (self.val_metrics if stage == "val" else self.test_metrics), f"{stage}/"
-        teacher_features, teacher_logits = self._teacher_outputs(batch, inputs)
+        teacher = self._teacher_side(batch, inputs)
         student = self._student_forward(inputs)
-        real_logits = self.discriminator(self._critic_input(teacher_features, teacher_logits, teacher_logits))
-        fake_logits = self.discriminator(self._critic_input(student.adapted, student.logits, teacher_logits))
-        real_logits, fake_logits = real_logits.squeeze(1), fake_logits.squeeze(1)
-        metrics.update(student.logits, teacher_logits, labels=labels, real_logits=real_logits, fake_logits=fake_logits)
+        real = self._critic_input_of_teacher(teacher)
+        fake = self.critic_input(student.adapted, student.logits, teacher.logits, student.layers)
+        real_logits, fake_logits = self.discriminator(real).squeeze(1), self.discriminator(fake).squeeze(1)
+        metrics.update(student.logits, teacher.logits, labels=labels, real_logits=real_logits, fake_logits=fake_logits)
         self._log_metrics(metrics, labelled=labels is not None)
-        terms = self._student_loss_terms(student, teacher_features, teacher_logits)
+        terms = self._student_loss_terms(student, teacher)
         self.log_dict({f"{prefix}loss/student_{k}": v for k, v in terms.items()}, on_step=False, on_epoch=True)
         self.log(f"{prefix}d_gap", torch.sigmoid(real_logits).mean() - torch.sigmoid(fake_logits).mean())
 
@@ -365,7 +376,6 @@ def _check_options(
     adversarial_weight: float,
     objective: StudentObjective,
     adversarial_dropout: float,
-    discriminator_input: str,
     gan_loss: str,
 ) -> None:
     problems = [
@@ -373,8 +383,6 @@ def _check_options(
         (adversarial_weight == 0 and not objective.weights,
          "the student loss is empty: adversarial_weight and every weight of the objective are 0"),
         (not 0.0 <= adversarial_dropout < 1.0, f"adversarial_dropout must be in [0, 1), got {adversarial_dropout}"),
-        (discriminator_input not in ("features", "logits"),
-         f"discriminator_input must be 'features' or 'logits', got {discriminator_input!r}"),
         (gan_loss not in GAN_LOSSES, f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}"),
     ]  # fmt: skip
     for failed, message in problems:

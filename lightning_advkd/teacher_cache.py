@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,23 @@ TEACHER_FEATURES = "teacher_features"
 TEACHER_LOGITS = "teacher_logits"
 TEACHER_KEY = "teacher_key"
 TEACHER_ATTENTION = "teacher_attention:"  # + layer name: the teacher's (H, W) attention map at that layer
+
+
+def cached_attention(batch: Any, layers: Sequence[str]) -> list[Tensor] | None:
+    """The teacher's cached ``(N, H, W)`` attention maps at ``layers``, or ``None`` for a batch without cached outputs.
+
+    Raises:
+        ValueError: when the batch holds cached teacher outputs but not the attention maps of every layer asked for.
+    """
+    if not (isinstance(batch, Mapping) and TEACHER_LOGITS in batch):
+        return None
+    missing = [layer for layer in layers if TEACHER_ATTENTION + layer not in batch]
+    if missing:
+        raise ValueError(
+            f"the teacher-output cache holds no attention maps of teacher layers {missing}: build it with "
+            f"attention_layers={missing} (TeacherOutputCache, AugmentedViewCache)"
+        )
+    return [batch[TEACHER_ATTENTION + layer] for layer in layers]
 
 
 def teacher_cache_key(teacher_fingerprint: str, tap: str) -> int:

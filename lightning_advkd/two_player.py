@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -24,6 +24,7 @@ from typing_extensions import override
 from lightning_advkd import functional as AF
 from lightning_advkd import guards
 from lightning_advkd._logging import is_logging_step
+from lightning_advkd.critic_input import CriticInput
 from lightning_advkd.discriminator import MLPDiscriminator
 from lightning_advkd.metrics import discriminator_accuracies
 from lightning_advkd.objective import total
@@ -36,12 +37,25 @@ DiscriminatorFactory = Callable[[int], nn.Module]
 
 @dataclass
 class StudentOutputs:
-    """One student forward pass: pooled feature, logits, and the adapted clean and perturbed features."""
+    """One student forward pass: feature, logits, adapted clean and perturbed features, clean and perturbed layers.
+
+    The layers are the attention vectors of the discriminator's layers (``None`` without ``discriminator_layers``).
+    """
 
     features: Tensor
     logits: Tensor
     adapted: Tensor
     perturbed: Tensor
+    layers: Tensor | None = None
+    perturbed_layers: Tensor | None = None
+
+
+class TeacherOutputs(NamedTuple):
+    """The frozen teacher's outputs for a batch: pooled feature, logits, attention vectors of the layers (or None)."""
+
+    features: Tensor
+    logits: Tensor
+    layers: Tensor | None = None
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,7 +66,7 @@ class TwoPlayerModule(TeacherStudentModule):
     """A teacher-student module whose student (with its adapter) and discriminator are updated by hand.
 
     Subclasses set ``self.adapter``, ``self.discriminator`` and ``self._regularizers``, define
-    ``_critic_input(features, logits, teacher_logits)`` (what the discriminator judges), call
+    ``self.critic_input`` (a :class:`~lightning_advkd.critic_input.CriticInput`: what the discriminator judges), call
     :meth:`_init_two_player` with the optimizer and scheduler factories, and keep in ``hparams``:
     ``accumulate_grad_batches``, ``scheduler_interval``, ``student_steps``, ``discriminator_steps``,
     ``student_grad_clip``, ``discriminator_grad_clip``, ``grad_clip_algorithm`` and ``check_finite``.
@@ -62,7 +76,7 @@ class TwoPlayerModule(TeacherStudentModule):
     discriminator: nn.Module
     discriminator_accuracy: Tensor | None
     _regularizers: list[DiscriminatorRegularizer]
-    _critic_input: Callable[[Tensor, Tensor, Tensor], Tensor]
+    critic_input: CriticInput
 
     def _init_two_player(
         self,
@@ -86,12 +100,15 @@ class TwoPlayerModule(TeacherStudentModule):
             guards.check_manual_optimization_trainer(self.trainer, type(self).__name__)
         return []
 
-    def _discriminator_updates(self, teacher_features: Tensor, teacher_logits: Tensor, student: StudentOutputs) -> None:
-        real = self._critic_input(teacher_features, teacher_logits, teacher_logits)
-        fake = self._critic_input(student.adapted.detach(), student.logits.detach(), teacher_logits)
+    def _discriminator_updates(self, teacher: TeacherOutputs, student: StudentOutputs) -> None:
+        logits = student.logits.detach()
+        real = self._critic_input_of_teacher(teacher)
+        fake = self.critic_input(student.adapted.detach(), logits, teacher.logits, _detached(student.layers))
         perturbed = fake
-        if self.hparams["discriminator_input"] == "features":
-            perturbed = self._critic_input(student.perturbed.detach(), student.logits.detach(), teacher_logits)
+        if self.hparams["discriminator_input"] == "features" or student.perturbed_layers is not None:
+            perturbed = self.critic_input(
+                student.perturbed.detach(), logits, teacher.logits, _detached(student.perturbed_layers)
+            )
         for regularizer in self._regularizers:
             real, fake = regularizer.transform_inputs(real, fake)
         if any(r.requires_real_grad for r in self._regularizers):
@@ -115,6 +132,9 @@ class TwoPlayerModule(TeacherStudentModule):
         if self._should_log():
             self._log_terms("discriminator", terms, loss)
             self._log_discriminator_health(inputs.real_logits.detach(), inputs.fake_logits.detach(), "train/")
+
+    def _critic_input_of_teacher(self, teacher: TeacherOutputs) -> Tensor:
+        return self.critic_input(teacher.features, teacher.logits, teacher.logits, teacher.layers)
 
     def _discriminator_loss_terms(self, inputs: DiscriminatorStepInputs) -> dict[str, Tensor]:
         real_target = min((r.real_target() for r in self._regularizers), default=1.0)
@@ -263,6 +283,10 @@ class TwoPlayerModule(TeacherStudentModule):
         self.batches_trained = int(state.get("batches_trained", self.student_step))
 
 
+def _detached(tensor: Tensor | None) -> Tensor | None:
+    return None if tensor is None else tensor.detach()
+
+
 def check_ddp_finds_unused_parameters(model: nn.Module | None) -> None:
     """Alternating updates leave one network without gradients in every backward: DDP must allow that."""
     if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
@@ -326,6 +350,7 @@ __all__ = [
     "DiscriminatorFactory",
     "NonFiniteLossError",
     "StudentOutputs",
+    "TeacherOutputs",
     "TwoPlayerModule",
     "build_discriminator",
     "check_ddp_finds_unused_parameters",

@@ -339,9 +339,16 @@ def _spans(views: Sequence[int]) -> str:
 
 
 def cache_folder_name(
-    teacher: nn.Module, views: AugmentedViews, *, tap: str | None = None, dtype: str = "float32"
+    teacher: nn.Module,
+    views: AugmentedViews,
+    *,
+    tap: str | None = None,
+    dtype: str = "float32",
+    attention_layers: Sequence[str] = (),
 ) -> str:
-    """A folder name unique to a cache's key (teacher, tap, dataset, recipe, K, seed, dtype), for a shared root.
+    """A folder name unique to a cache's key (teacher, tap, dataset, recipe, K, seed, dtype, attention layers).
+
+    For a shared root: caches of different keys never meet in one folder.
 
     Example:
         >>> import torch
@@ -358,7 +365,8 @@ def cache_folder_name(
         parts = [teacher_fingerprint(teacher), feature_tap.tap, views.digest, views.recipe, views.num_views, views.seed]
     finally:
         feature_tap.remove()
-    digest = hashlib.sha256("|".join(map(str, [*parts, dtype])).encode()).hexdigest()
+    layers = [f"attention:{layer}" for layer in attention_layers]  # none: the names of caches without maps are kept
+    digest = hashlib.sha256("|".join(map(str, [*parts, dtype, *layers])).encode()).hexdigest()
     return f"views-k{views.num_views}-s{views.seed}-{digest[:16]}"
 
 

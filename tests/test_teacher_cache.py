@@ -26,18 +26,24 @@ def trained_state(module, loader) -> dict[str, torch.Tensor]:
 
 
 ATTENTION = {"kd_weight": 1.0, "attention_weight": 10.0, "attention_pairs": [("body", "body")]}
+CRITIC_LAYERS = {"discriminator_layers": [("body", "body")], "input_shape": (1, 8, 8)}
 
 
 @pytest.mark.parametrize(
     ("module_class", "options"),
-    [(AdversarialDistillation, {}), (KnowledgeDistillation, {"hint_weight": 1.0}), (KnowledgeDistillation, ATTENTION)],
+    [
+        (AdversarialDistillation, {}),
+        (AdversarialDistillation, CRITIC_LAYERS),
+        (KnowledgeDistillation, {"hint_weight": 1.0}),
+        (KnowledgeDistillation, ATTENTION),
+    ],
 )
 def test_cached_training_gives_the_same_weights_as_live_training(module_class, options):
     images, labels = make_data(64)
     dataset = TensorDataset(images, labels)
     live = trained_state(module_class(*make_networks(), **options), DataLoader(dataset, batch_size=16))
     teacher, student = make_networks()
-    layers = [t for _, t in options.get("attention_pairs", [])]
+    layers = [t for _, t in options.get("attention_pairs", options.get("discriminator_layers", []))]
     cache = TeacherOutputCache(dataset, teacher, batch_size=16, attention_layers=layers)  # same batches: bit-exact
     cached = trained_state(module_class(teacher, student, **options), DataLoader(cache, batch_size=16))
     assert_same_state(live, cached)

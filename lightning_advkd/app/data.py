@@ -174,16 +174,22 @@ def with_teacher_outputs(cfg: DictConfig, datamodule: Any, module: nn.Module) ->
         log.info("teacher-output cache off: this dataset's augmentation cannot be replayed from a cache")
         return datamodule
     log.info("Teacher-output cache on: the frozen teacher runs once per image instead of at every step")
-    node = cfg.method.module
-    attention = [str(layer) for _, layer in node.get("attention_pairs") or []] if node.get("attention_weight") else []
     return TeacherOutputDataModule(
         datamodule,
         teacher,
         teacher_tap=cfg.pair.teacher.get("tap"),
         cache_dir=Path(cfg.paths.cache_dir).expanduser() / "teacher_outputs",
         seed=int(cfg.seed),
-        attention_layers=attention,
+        attention_layers=cached_attention_layers(cfg),
     )
+
+
+def cached_attention_layers(cfg: DictConfig) -> list[str]:
+    """The teacher layers whose attention maps the method reads: attention transfer's and the discriminator's."""
+    node = cfg.method.module
+    pairs = list(node.get("attention_pairs") or []) if node.get("attention_weight") else []
+    pairs += list(node.get("discriminator_layers") or [])
+    return list(dict.fromkeys(str(teacher_layer) for _, teacher_layer in pairs))
 
 
 def with_view_cache(cfg: DictConfig, datamodule: Any, teacher: nn.Module) -> Any:
@@ -205,12 +211,14 @@ def with_view_cache(cfg: DictConfig, datamodule: Any, teacher: nn.Module) -> Any
     datamodule.setup("fit")
     tap = cfg.pair.teacher.get("tap")
     folder = Path(cfg.paths.cache_dir).expanduser() / "teacher_views"
-    folder /= cache_folder_name(teacher, datamodule.train_views, tap=tap, dtype=dtype)
+    layers = cached_attention_layers(cfg)
+    folder /= cache_folder_name(teacher, datamodule.train_views, tap=tap, dtype=dtype, attention_layers=layers)
     log.info("Teacher-output cache on augmented views: %d views per image in %s", int(num_views), folder)
     datamodule.train_views = AugmentedViewCache(
-        datamodule.train_views, teacher, path=folder, tap=tap, dtype=dtype, batch_size=512, progress=True
-    )
+        datamodule.train_views, teacher, path=folder, tap=tap, dtype=dtype, batch_size=512, progress=True,
+        attention_layers=layers,
+    )  # fmt: skip
     return datamodule
 
 
-__all__ = ["TeacherOutputDataModule", "with_teacher_outputs", "with_view_cache"]
+__all__ = ["TeacherOutputDataModule", "cached_attention_layers", "with_teacher_outputs", "with_view_cache"]
