@@ -156,6 +156,28 @@ def test_augmented_training_reads_teacher_outputs_from_the_view_cache(make_cfg: 
     assert 0.0 <= other_k["test/student_acc"] <= 1.0
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_discriminator_on_layers_reads_the_teachers_maps_from_the_caches(
+    augment: bool, make_cfg: MakeCfg, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    options = [
+        "method.module.discriminator_layers=${pair.attention_pairs}", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+        "logger=csv", "teacher_output_cache=true", f"dataset.datamodule.augment={str(augment).lower()}",
+    ]  # fmt: skip
+    metrics = run(make_cfg(*options, cache=cache))
+    assert 0.0 <= metrics["test/student_acc"] <= 1.0
+    assert "train/d_acc" in set(csv_rows(tmp_path / "run")[0])
+    if augment:
+        (folder,) = (cache / "teacher_views").iterdir()
+        arrays = {path.name for path in folder.glob("*.npy")}
+        assert any("layer1" in name for name in arrays) and any("layer2" in name for name in arrays), arrays
+    else:
+        for path in (cache / "teacher_outputs").glob("teacher-outputs-*.pt"):
+            assert {"teacher_attention:layer1", "teacher_attention:layer2"} <= set(torch.load(path, weights_only=True))
+
+
 def test_regularizers_are_attached_together(make_cfg: MakeCfg, tmp_path: Path) -> None:
     run(make_cfg("regularizer=[adversarial_samples,r1,weight_l2]", *SHORT, "logger=csv"))
     columns = set(csv_rows(tmp_path / "run")[0])
