@@ -2,7 +2,8 @@
 
 Every method trains the same student on the same in-memory batches, side by side in one invocation: the methods are
 interleaved over several rounds (every other round in reverse order) and the median steps/s is reported, so drift of
-the machine hits all of them alike.
+the machine hits all of them alike. A measurement times whole passes over the batches until at least
+``--min-seconds`` are timed, so a fast step (a LeNet-5 step takes ~25 ms) is timed over several passes, not a second.
 
 Methods:
   supervised    the student with labels (SupervisedClassifier, Lightning)
@@ -68,6 +69,7 @@ RESULTS = Path(__file__).parent / "results"
 # teachers' logits diverges at the recipe's 0.05), which the timing does not depend on.
 STUDENT_LR = 0.01
 CLIP = 5.0  # student gradient-norm clipping of every ANC variant (the reproduction's setting)
+MAX_PASSES = 1000  # passes over the measured batches: a bound never reached (--min-seconds stops sooner)
 METHODS = ("supervised", "kd", "anc", "anc_cached", "anc_plain", "anc_two_pass", "anc_augmented", "anc_view_cache")
 
 
@@ -132,27 +134,41 @@ def build_view_cache(
 
 
 class StepTimer(Callback):
-    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+    """Wall time from the start of batch ``warmup`` to the end of the last batch; stops after the first pass over the
+    batches that ends with at least ``min_seconds`` timed (a fast step is timed over several passes)."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
+    def __init__(self, warmup: int, min_seconds: float) -> None:
+        self.warmup, self.min_seconds = warmup, min_seconds
         self.start = self.end = 0.0
-        self.timed_steps = 0
+        self.batches = self.timed_steps = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup:
+        if self.batches == self.warmup:
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx >= self.warmup:
+        self.batches += 1
+        if self.batches > self.warmup:
             self.end = time.perf_counter()
-            self.timed_steps = batch_idx - self.warmup + 1
+            self.timed_steps = self.batches - self.warmup
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.timed_steps and self.end - self.start >= self.min_seconds:
+            trainer.should_stop = True
 
 
-def lightning_steps_per_second(module: L.LightningModule, loader: DataLoader, warmup: int, callbacks=()) -> float:
-    timer = StepTimer(warmup)
+@dataclass(frozen=True)
+class Timing:
+    """Batches left untimed at the start, and the least timed seconds of a measurement (whole passes)."""
+
+    warmup: int
+    min_seconds: float = 0.0
+
+
+def lightning_steps_per_second(module: L.LightningModule, loader: DataLoader, timing: Timing, callbacks=()) -> float:
+    timer = StepTimer(timing.warmup, timing.min_seconds)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+        accelerator="cpu", devices=1, max_epochs=MAX_PASSES, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, log_every_n_steps=50,
         callbacks=[timer, *callbacks],
     )  # fmt: skip
@@ -161,7 +177,7 @@ def lightning_steps_per_second(module: L.LightningModule, loader: DataLoader, wa
 
 
 def plain_anc_steps_per_second(
-    teacher: nn.Module, student: nn.Module, loader: DataLoader, warmup: int, two_pass: bool
+    teacher: nn.Module, student: nn.Module, loader: DataLoader, timing: Timing, two_pass: bool
 ) -> float:
     """ANC in plain PyTorch: the same losses, weights, optimizers and regularizer as ``measure`` gives the module."""
     t_head, s_head = teacher.get_classifier(), student.get_classifier()
@@ -172,10 +188,8 @@ def plain_anc_steps_per_second(
     )
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     student.train()
-    start, steps = 0.0, 0
-    for index, (x, _) in enumerate(loader):
-        if index == warmup:
-            start = time.perf_counter()
+
+    def step(x: torch.Tensor) -> None:
         with torch.no_grad():
             t_feat = teacher.forward_head(teacher.forward_features(x), pre_logits=True)
             t_logits = t_head(t_feat)
@@ -202,9 +216,18 @@ def plain_anc_steps_per_second(
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        if index >= warmup:
-            steps += 1
-    return steps / (time.perf_counter() - start)
+
+    batches, start, end = 0, 0.0, 0.0
+    for _ in range(MAX_PASSES):  # whole passes until min_seconds are timed
+        for x, _ in loader:
+            if batches == timing.warmup:
+                start = time.perf_counter()
+            step(x)
+            batches += 1
+        end = time.perf_counter()
+        if batches > timing.warmup and end - start >= timing.min_seconds:
+            break
+    return (batches - timing.warmup) / (end - start)
 
 
 def measure(
@@ -212,7 +235,7 @@ def measure(
     pair: Pair,
     dataset: TensorDataset,
     batch_size: int,
-    warmup: int,
+    timing: Timing,
     channels_last: bool,
     cache_batch_size: int = 256,
     build_seconds: list[float] | None = None,
@@ -223,29 +246,29 @@ def measure(
     sgd = functools.partial(torch.optim.SGD, lr=STUDENT_LR, momentum=0.9, weight_decay=5e-4)
     if method == "supervised":
         module = SupervisedClassifier(student, pair.num_classes, optimizer=sgd, milestones=())
-        return lightning_steps_per_second(module, loader, warmup)
+        return lightning_steps_per_second(module, loader, timing)
     if method == "kd":
         module = KnowledgeDistillation(teacher, student, kd_weight=1.0, optimizer=sgd)
-        return lightning_steps_per_second(module, loader, warmup)
+        return lightning_steps_per_second(module, loader, timing)
     if method in ("anc", "anc_cached"):
         if method == "anc_cached":
             loader = DataLoader(TeacherOutputCache(dataset, teacher, batch_size=batch_size), batch_size=batch_size)
         module = AdversarialDistillation(teacher, student, student_optimizer=sgd, student_grad_clip=CLIP)
-        return lightning_steps_per_second(module, loader, warmup, [AdversarialSamples()])
+        return lightning_steps_per_second(module, loader, timing, [AdversarialSamples()])
     if method == "anc_augmented":
         loader = view_loader(make_views(pair, dataset), batch_size, shuffle=False)
         module = AdversarialDistillation(teacher, student, student_optimizer=sgd, student_grad_clip=CLIP)
-        return lightning_steps_per_second(module, loader, warmup, [AdversarialSamples()])
+        return lightning_steps_per_second(module, loader, timing, [AdversarialSamples()])
     if method == "anc_view_cache":
         with tempfile.TemporaryDirectory(prefix="advkd-view-cache-") as folder:
             cache, seconds = build_view_cache(teacher, make_views(pair, dataset), folder, cache_batch_size)
             if build_seconds is not None:
                 build_seconds.append(seconds)
             module = AdversarialDistillation(teacher, student, student_optimizer=sgd, student_grad_clip=CLIP)
-            return lightning_steps_per_second(module, cache.dataloader(batch_size, shuffle=False), warmup,
+            return lightning_steps_per_second(module, cache.dataloader(batch_size, shuffle=False), timing,
                                               [AdversarialSamples()])  # fmt: skip
     if method in ("anc_plain", "anc_two_pass"):
-        return plain_anc_steps_per_second(teacher, student, loader, warmup, two_pass=method == "anc_two_pass")
+        return plain_anc_steps_per_second(teacher, student, loader, timing, two_pass=method == "anc_two_pass")
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
@@ -275,7 +298,7 @@ def memory_probe(method: str, args: argparse.Namespace) -> None:
     pair = PAIRS[args.pairs[0]]
     dataset = make_dataset(pair, args.steps, args.batch_size)
     start = _reset_peak_rss_mb()
-    measure(method, pair, dataset, args.batch_size, args.warmup, args.channels_last)
+    measure(method, pair, dataset, args.batch_size, Timing(args.warmup), args.channels_last)
     print(_proc_status_mb("VmHWM") - start)
 
 
@@ -319,11 +342,12 @@ def benchmark_pair(name: str, args: argparse.Namespace, log: Callable[[str], Non
     dataset = make_dataset(pair, args.steps, args.batch_size)
     samples: dict[str, list[float]] = {m: [] for m in args.methods}
     build_seconds: list[float] = []
+    timing = Timing(args.warmup, args.min_seconds)
     for round_index in range(args.rounds):
         # Odd rounds run the methods in reverse order, so a method's place in the sequence favours none of them.
         order = args.methods if round_index % 2 == 0 else args.methods[::-1]
         for method in order:
-            rate = measure(method, pair, dataset, args.batch_size, args.warmup, args.channels_last,
+            rate = measure(method, pair, dataset, args.batch_size, timing, args.channels_last,
                            args.cache_batch_size, build_seconds)  # fmt: skip
             samples[method].append(rate)
             log(f"[{name}] round {round_index + 1}/{args.rounds} {method:>13}: {rate:7.2f} steps/s")
@@ -343,7 +367,8 @@ def to_markdown(results: dict, args: argparse.Namespace) -> str:
         "# Speed and memory (CPU)", "",
         f"Command: `{' '.join(['python', 'benchmarks/speed.py', *args.argv])}`  ",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, batch {args.batch_size}, {args.steps} steps of which {args.warmup} warm-up, median of "
+        f"{torch.__version__}, batch {args.batch_size}, passes of {args.steps} batches ({args.warmup} warm-up) "
+        f"repeated until at least {args.min_seconds:g} s are timed, median of "
         f"{args.rounds} interleaved rounds, channels_last={args.channels_last}.", "",
     ]  # fmt: skip
     for name, result in results.items():
@@ -375,6 +400,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--steps", type=int, default=30, help="batches per measurement, warm-up included")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=5.0,
+        help="time whole passes over the batches until at least this long (fast steps: several)",
+    )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--channels-last", action="store_true")
