@@ -3,7 +3,7 @@
 Every method trains the same student on the same in-memory batches, side by side in one invocation: the methods are
 interleaved over several rounds (every other round in reverse order) and the median steps/s is reported, so drift of
 the machine hits all of them alike. A measurement times whole passes over the batches until at least
-``--min-seconds`` are timed, so a fast step (a LeNet-5 step takes ~25 ms) is timed over several passes, not a second.
+``--min-seconds`` are timed, so a fast step (a LeNet-5 step takes ~27 ms) is timed over several passes, not a second.
 
 Methods:
   supervised    the student with labels (SupervisedClassifier, Lightning)

@@ -87,12 +87,15 @@ class CriticLayers:
 
     def student_vectors(self, dropout: float, training: bool) -> tuple[Tensor, Tensor]:
         """The student's captured maps as ``(clean, perturbed)`` vectors; perturbed: dropout on each feature map."""
-        clean, perturbed = [], []
-        for tap, size in zip(self.student_taps, self.sizes, strict=True):
-            feature_map = tap.pop()
-            clean.append(attention_vector(feature_map, size))
-            perturbed.append(attention_vector(AF.adversarial_sample(feature_map, dropout, training), size))
-        return torch.cat(clean, dim=1), torch.cat(perturbed, dim=1)
+        maps = [tap.pop() for tap in self.student_taps]
+        clean = torch.cat([attention_vector(m, size) for m, size in zip(maps, self.sizes, strict=True)], dim=1)
+        if not training:  # dropout is the identity: the adversarial sample is the clean vector, not computed twice
+            return clean, clean
+        perturbed = [
+            attention_vector(AF.adversarial_sample(m, dropout, training), size)
+            for m, size in zip(maps, self.sizes, strict=True)
+        ]
+        return clean, torch.cat(perturbed, dim=1)
 
     def teacher_vectors(self, batch: Any) -> Tensor:
         """The teacher's maps as one vector: read from a cached batch, else from the last :meth:`capture`."""
@@ -129,9 +132,7 @@ def attention_vector(feature_map: Tensor, size: tuple[int, int]) -> Tensor:
         >>> vector.shape, round(float(vector.pow(2).mean()), 4)
         (torch.Size([2, 16]), 1.0)
     """
-    if feature_map.shape[-2:] != size:
-        feature_map = nn.functional.interpolate(feature_map, size=size, mode="bilinear", align_corners=False)
-    return _scaled(AF.attention_map(feature_map))
+    return _scaled(AF.attention_map(AF.resized_map(feature_map, size)))
 
 
 def _scaled(attention: Tensor) -> Tensor:

@@ -242,7 +242,12 @@ def attention_distance(student_map: Tensor, teacher_attention: Tensor, p: int = 
 
     The student's ``(N, C, h, w)`` map is resized to ``(H, W)`` when the sizes differ.
     """
-    size = teacher_attention.shape[-2:]
-    if student_map.shape[-2:] != size:
-        student_map = F.interpolate(student_map, size=size, mode="bilinear", align_corners=False)
+    student_map = resized_map(student_map, tuple(teacher_attention.shape[-2:]))
     return (attention_map(student_map, p) - teacher_attention.flatten(1)).pow(2).mean()
+
+
+def resized_map(feature_map: Tensor, size: tuple[int, ...]) -> Tensor:
+    """An ``(N, C, h, w)`` feature map resized (bilinear) to spatial ``size``; unchanged when it already has it."""
+    if tuple(feature_map.shape[-2:]) == tuple(size):
+        return feature_map
+    return F.interpolate(feature_map, size=size, mode="bilinear", align_corners=False)

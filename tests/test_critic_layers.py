@@ -6,9 +6,8 @@ import pytest
 import torch
 from helpers import fit
 from tiny_networks import IMAGE_SHAPE, make_data, make_loader, make_networks
-from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_advkd import AdversarialDistillation, AdversarialSamples, R1Penalty, TeacherOutputCache
+from lightning_advkd import AdversarialDistillation, AdversarialSamples, R1Penalty
 from lightning_advkd.critic_layers import attention_vector
 from lightning_advkd.features import FeatureTapError
 
@@ -87,12 +86,3 @@ def test_bad_layers_fail_at_construction_with_the_fix():
         AdversarialDistillation(*make_networks(), discriminator_layers=[("pool", "fc")], input_shape=IMAGE_SHAPE)
     with pytest.raises(FeatureTapError, match="Close names: body"):
         AdversarialDistillation(*make_networks(), discriminator_layers=[("bodyy", "body")], input_shape=IMAGE_SHAPE)
-
-
-def test_a_cache_without_the_layers_maps_is_refused_with_the_fix():
-    images, labels = make_data(32)
-    teacher, student = make_networks()
-    cache = TeacherOutputCache(TensorDataset(images, labels), teacher)
-    module = AdversarialDistillation(teacher, student, **LAYERS)
-    with pytest.raises(ValueError, match=r"attention_layers=\['body'\]"):
-        fit(module, DataLoader(cache, batch_size=8))

@@ -49,11 +49,14 @@ def test_cached_training_gives_the_same_weights_as_live_training(module_class, o
     assert_same_state(live, cached)
 
 
-def test_attention_transfer_needs_cached_maps():
+@pytest.mark.parametrize(
+    ("module_class", "options"), [(KnowledgeDistillation, ATTENTION), (AdversarialDistillation, CRITIC_LAYERS)]
+)
+def test_modules_reading_attention_maps_refuse_a_cache_without_them(module_class, options):
     images, labels = make_data(32)
     teacher, student = make_networks()
     cache = TeacherOutputCache(TensorDataset(images, labels), teacher)
-    module = KnowledgeDistillation(teacher, student, **ATTENTION)
+    module = module_class(teacher, student, **options)
     with pytest.raises(ValueError, match=r"attention_layers=\['body'\]"):
         fit(module, DataLoader(cache, batch_size=8))
 
