@@ -115,7 +115,7 @@ class TeacherOutputCache(Dataset):
         self.key = teacher_cache_key(teacher_fingerprint(teacher), feature_tap.tap)
         try:
             inputs, labels, input_digest = _read_all(dataset, batch_size, input_key, label_key, progress)
-            path = _cache_path(cache_dir, self.key, input_digest + "|".join(attention_layers))
+            path = _cache_path(cache_dir, self.key, input_digest, attention_layers)
 
             def compute() -> dict[str, Tensor]:
                 return _teacher_outputs(teacher, feature_tap, map_taps, inputs, batch_size, device, progress)
@@ -254,9 +254,14 @@ def _read_outputs(path: Path, expected: set[str], n: int) -> dict[str, Tensor]:
     return outputs
 
 
-def _cache_path(cache_dir: str | Path | None, key: int, input_digest: str) -> Path | None:
+def _cache_path(
+    cache_dir: str | Path | None, key: int, input_digest: str, attention_layers: Sequence[str]
+) -> Path | None:
+    """One file per teacher, inputs and set of attention layers (a cache without maps keeps its historical name)."""
     if cache_dir is None:
         return None
+    if attention_layers:
+        input_digest = hashlib.sha256("|".join([input_digest, *attention_layers]).encode()).hexdigest()
     return Path(cache_dir) / f"teacher-outputs-{key & (2**64 - 1):016x}-{input_digest[:16]}.pt"
 
 

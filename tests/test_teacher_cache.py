@@ -128,3 +128,14 @@ def test_on_disk_copy_is_reused_and_keyed_by_the_inputs(tmp_path):
     TeacherOutputCache(TensorDataset(other_images, labels), teacher, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.pt"))) == 2  # different inputs: a different file
     assert not any(m._forward_hooks for m in teacher.modules())  # the cache's tap is removed
+
+
+def test_caches_with_and_without_attention_maps_live_side_by_side(tmp_path):
+    teacher = TinyTeacher()
+    dataset = TensorDataset(*make_data(32))
+    plain = TeacherOutputCache(dataset, teacher, cache_dir=tmp_path)
+    with_maps = TeacherOutputCache(dataset, teacher, cache_dir=tmp_path, attention_layers=["body"])
+    assert len(list(tmp_path.glob("*.pt"))) == 2  # one file each: neither overwrites the other
+    again = TeacherOutputCache(dataset, teacher, cache_dir=tmp_path)
+    assert set(again.outputs) == set(plain.outputs) and "teacher_attention:body" in with_maps.outputs
+    assert not list(tmp_path.glob("*.corrupt*"))  # no entry was taken for damaged and rebuilt
