@@ -9,7 +9,7 @@ in :mod:`lightning_advkd.functional`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor
 from typing_extensions import override
@@ -41,10 +41,11 @@ class AdversarialSamples(DiscriminatorRegularizer):
     """
 
     name = "adversarial_samples"
+    requires_perturbed_fake = True
 
     @override
     def penalty(self, inputs: DiscriminatorStepInputs) -> Tensor:
-        return self.strength() * AF.adversarial_samples_penalty(inputs.discriminator(inputs.perturbed_fake))
+        return self.strength() * AF.adversarial_samples_penalty(cast(Tensor, inputs.perturbed_fake_logits))
 
 
 class WeightPenalty(DiscriminatorRegularizer):

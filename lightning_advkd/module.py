@@ -15,6 +15,7 @@ from typing_extensions import override
 from lightning_advkd import functional as AF
 from lightning_advkd.critic_input import CriticInput, DiscriminatorInput
 from lightning_advkd.critic_layers import CriticLayers
+from lightning_advkd.discriminator import judge
 from lightning_advkd.features import make_adapter
 from lightning_advkd.functional import GAN_LOSSES, DataTerm, GanLoss
 from lightning_advkd.objective import StudentObjective, renamed, weights_from_data_term
@@ -364,7 +365,7 @@ class AdversarialDistillation(TwoPlayerModule):
         student = self._student_forward(inputs)
         real = self._critic_input_of_teacher(teacher)
         fake = self.critic_input(student.adapted, student.logits, teacher.logits, student.layers)
-        real_logits, fake_logits = self.discriminator(real).squeeze(1), self.discriminator(fake).squeeze(1)
+        real_logits, fake_logits = (logits.squeeze(1) for logits in judge(self.discriminator, real, fake))
         metrics.update(student.logits, teacher.logits, labels=labels, real_logits=real_logits, fake_logits=fake_logits)
         self._log_metrics(metrics, labelled=labels is not None)
         terms = self._student_loss_terms(student, teacher)

@@ -25,7 +25,7 @@ def default_student_optimizer(params: Iterable[nn.Parameter]) -> Optimizer:
 
 def default_discriminator_optimizer(params: Iterable[nn.Parameter]) -> Optimizer:
     """Adam, lr 2e-4, betas (0.5, 0.999): the usual GAN discriminator setting."""
-    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
+    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999), foreach=True)
 
 
 __all__ = ["OptimizerFactory", "SchedulerFactory", "default_discriminator_optimizer", "default_student_optimizer"]

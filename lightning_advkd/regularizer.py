@@ -40,6 +40,9 @@ class DiscriminatorStepInputs:
         perturbed_fake: adapted adversarial samples (dropout on student features), detached.
         real_logits: discriminator output on ``real``.
         fake_logits: discriminator output on ``fake``.
+        perturbed_fake_logits: discriminator output on ``perturbed_fake``, from the same forward pass as the other
+            two; ``None`` unless a regularizer sets ``requires_perturbed_fake`` (``fake_logits`` when the adversarial
+            samples are the fake inputs themselves).
     """
 
     discriminator: nn.Module
@@ -48,12 +51,15 @@ class DiscriminatorStepInputs:
     perturbed_fake: Tensor
     real_logits: Tensor
     fake_logits: Tensor
+    perturbed_fake_logits: Tensor | None
 
 
 class DiscriminatorRegularizer(Callback):
     """Base class of the discriminator regularizers: strength schedule, adaptive mode and checkpointed state.
 
-    Subclasses override one or more of :meth:`transform_inputs`, :meth:`real_target` and :meth:`penalty`.
+    Subclasses override one or more of :meth:`transform_inputs`, :meth:`real_target` and :meth:`penalty`, and set
+    ``requires_real_grad`` (a penalty on the gradient at the teacher inputs) or ``requires_perturbed_fake`` (a penalty
+    on the discriminator's output for the adversarial samples) when their penalty needs it.
 
     Args:
         weight: base strength.
@@ -68,7 +74,8 @@ class DiscriminatorRegularizer(Callback):
     """
 
     name: str = "regularizer"
-    requires_real_grad: bool = False
+    requires_real_grad: bool = False  # the teacher inputs require grad (gradient penalties)
+    requires_perturbed_fake: bool = False  # the discriminator judges the adversarial samples too
 
     def __init__(
         self,

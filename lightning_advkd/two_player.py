@@ -25,7 +25,7 @@ from lightning_advkd import functional as AF
 from lightning_advkd import guards
 from lightning_advkd._logging import is_logging_step
 from lightning_advkd.critic_input import CriticInput
-from lightning_advkd.discriminator import MLPDiscriminator
+from lightning_advkd.discriminator import MLPDiscriminator, judge
 from lightning_advkd.metrics import discriminator_accuracies
 from lightning_advkd.objective import total
 from lightning_advkd.optim import OptimizerFactory, SchedulerFactory, default_discriminator_optimizer
@@ -116,10 +116,7 @@ class TwoPlayerModule(TeacherStudentModule):
         optimizer = cast("list[LightningOptimizer]", self.optimizers())[1]  # two optimizers: always a list
         for _ in range(self.hparams["discriminator_steps"]):
             with self.toggled_optimizer(optimizer):
-                inputs = DiscriminatorStepInputs(
-                    self.discriminator, real, fake, perturbed,
-                    self.discriminator(real), self.discriminator(fake),
-                )  # fmt: skip
+                inputs = self._judged(real, fake, perturbed)
                 terms = self._discriminator_loss_terms(inputs)
                 loss = self._total(terms, "discriminator")
                 self.manual_backward(loss / self.hparams["accumulate_grad_batches"])
@@ -132,6 +129,17 @@ class TwoPlayerModule(TeacherStudentModule):
         if self._should_log():
             self._log_terms("discriminator", terms, loss)
             self._log_discriminator_health(inputs.real_logits.detach(), inputs.fake_logits.detach(), "train/")
+
+    def _judged(self, real: Tensor, fake: Tensor, perturbed: Tensor) -> DiscriminatorStepInputs:
+        """One discriminator pass over the step's batches; the adversarial samples only if a regularizer reads them."""
+        if perturbed is fake or not any(r.requires_perturbed_fake for r in self._regularizers):
+            real_logits, fake_logits = judge(self.discriminator, real, fake)
+            perturbed_logits = fake_logits if perturbed is fake else None
+        else:
+            real_logits, fake_logits, perturbed_logits = judge(self.discriminator, real, fake, perturbed)
+        return DiscriminatorStepInputs(
+            self.discriminator, real, fake, perturbed, real_logits, fake_logits, perturbed_logits
+        )
 
     def _critic_input_of_teacher(self, teacher: TeacherOutputs) -> Tensor:
         return self.critic_input(teacher.features, teacher.logits, teacher.logits, teacher.layers)

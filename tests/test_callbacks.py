@@ -28,7 +28,7 @@ def step_inputs(module, seed: int = 0) -> DiscriminatorStepInputs:
     fake = torch.randn(6, 24, generator=generator)
     perturbed = torch.randn(6, 24, generator=generator)
     d = module.discriminator
-    return DiscriminatorStepInputs(d, real, fake, perturbed, d(real), d(fake))
+    return DiscriminatorStepInputs(d, real, fake, perturbed, d(real), d(fake), d(perturbed))
 
 
 def terms_with(*regularizers):
@@ -150,3 +150,19 @@ def test_a_regularizer_on_a_module_without_discriminator_is_an_error_before_trai
     with pytest.raises(TypeError, match="R1Penalty regularizes a discriminator, but KnowledgeDistillation has none"):
         trainer.fit(module, make_loader())
     assert trainer.global_step == 0
+
+
+@pytest.mark.parametrize(("callbacks", "rows_per_update"), [([], 2), ([R1Penalty()], 2), ([AdversarialSamples()], 3)])
+def test_the_discriminator_judges_adversarial_samples_only_for_a_regularizer_that_reads_them(
+    callbacks, rows_per_update
+):
+    module = build()
+    batch_sizes: list[int] = []
+    module.discriminator.register_forward_hook(lambda m, args, out: batch_sizes.append(len(args[0])))
+    loader = make_loader()
+    fit(module, loader, callbacks=callbacks, limit_val_batches=0)
+    per_step = len(batch_sizes) // module.discriminator_step  # one pass for the update, one for the student's term
+    assert per_step == 2
+    batch = loader.batch_size
+    assert batch_sizes[0::2] == [batch] * module.discriminator_step  # the student's adversarial term
+    assert batch_sizes[1::2] == [rows_per_update * batch] * module.discriminator_step  # one pass, stacked

@@ -1,4 +1,4 @@
-"""Tests of ``lightning_advkd.discriminator``: the ANC MLP discriminator's architecture and argument checks."""
+"""Tests of ``lightning_advkd.discriminator``: the MLP discriminator's architecture, argument checks and ``judge``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_advkd.discriminator import MLPDiscriminator
+from lightning_advkd.discriminator import MLPDiscriminator, judge
 
 
 def linear_shapes(d: nn.Module) -> list[tuple[int, int]]:
@@ -96,3 +96,22 @@ def test_rejects_dropout_outside_0_1(dropout: float) -> None:
 def test_rejects_zero_hidden_width() -> None:
     with pytest.raises(ValueError, match="hidden"):
         MLPDiscriminator(64, hidden=(128, 0))
+
+
+def test_judge_gives_each_batch_the_logits_of_its_own_forward_pass() -> None:
+    torch.manual_seed(0)
+    d = MLPDiscriminator(16)
+    batches = [torch.randn(5, 16), torch.randn(3, 16), torch.randn(4, 16)]
+    judged = judge(d, *batches)
+    assert [len(logits) for logits in judged] == [5, 3, 4]
+    for logits, batch in zip(judged, batches, strict=True):
+        torch.testing.assert_close(logits, d(batch))
+
+
+def test_judge_keeps_batchnorm_statistics_of_teacher_and_student_apart() -> None:
+    torch.manual_seed(0)
+    d = nn.Sequential(nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1)).train()
+    real, fake = torch.randn(6, 16) + 3.0, torch.randn(6, 16)  # different means: mixing them would show
+    real_logits, fake_logits = judge(d, real, fake)
+    assert torch.equal(real_logits, d(real)) and torch.equal(fake_logits, d(fake))
+    assert not torch.allclose(d(torch.cat([real, fake]))[:6], real_logits)  # the control: a mixed batch differs
