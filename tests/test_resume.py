@@ -19,9 +19,10 @@ import pytest
 import torch
 from data._writers import write_fashion_mnist
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from tiny_networks import make_networks
 from torch import nn
 
-from lightning_advkd import AtomicCheckpointIO
+from lightning_advkd import AdversarialDistillation, AdversarialSamples, AtomicCheckpointIO, R1Penalty
 from lightning_advkd.data import FashionMNISTDataModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,3 +168,28 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_non_zero(fmnist: Path, t
     assert not [p for p in root.iterdir() if ".tmp" in p.name], "no temp files left"
     resumed = fit(fmnist, tmp_path / "resumed", ckpt_path=root / "last.ckpt")
     assert max_diff(fit(fmnist, tmp_path / "reference"), resumed) == 0.0
+
+
+def fit_adversarial(data_dir: Path, root: Path, *, ckpt_path: Path | None = None) -> AdversarialDistillation:
+    """Two epochs of ANC (both optimizers, R1 and adaptive adversarial samples) with a checkpoint after every batch."""
+    L.seed_everything(0, verbose=False)
+    teacher, student = make_networks(0)
+    teacher.fc, student.fc = nn.Linear(24, 10), nn.Linear(8, 10)  # Fashion-MNIST's ten classes
+    module = AdversarialDistillation(teacher, student)
+    regularizers = [R1Penalty(), AdversarialSamples(adaptive_threshold=0.51)]
+    every_batch = ModelCheckpoint(root, "{step}", every_n_train_steps=2, save_top_k=-1)  # two optimizer steps a batch
+    L.Trainer(
+        default_root_dir=root, max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[*regularizers, every_batch], deterministic=True,
+    ).fit(module, datamodule=datamodule(data_dir), ckpt_path=ckpt_path)  # fmt: skip
+    return module
+
+
+@pytest.mark.parametrize("batch", [3, 8])
+def test_adversarial_distillation_resumes_bit_identically_mid_epoch(fmnist: Path, tmp_path: Path, batch: int) -> None:
+    reference = fit_adversarial(fmnist, tmp_path / "a")
+    checkpoint = tmp_path / "a" / f"step={2 * batch}.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["FashionMNISTDataModule"]["samples_done"] > 0, "mid-epoch"
+    resumed = fit_adversarial(fmnist, tmp_path / "b", ckpt_path=checkpoint)
+    assert (resumed.student_step, resumed.discriminator_step) == (2 * BATCHES_PER_EPOCH, 2 * BATCHES_PER_EPOCH)
+    assert max_diff(reference, resumed) == 0.0
