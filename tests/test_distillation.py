@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
+import lightning as L
 import pytest
 import torch
 from helpers import assert_same_state, fit, state
 from tiny_networks import IMAGE_SHAPE, make_data, make_loader, make_networks
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_advkd import AdversarialDistillation, R1Penalty
 from lightning_advkd import functional as AF
 from lightning_advkd.distillation import KnowledgeDistillation
 
@@ -71,3 +75,28 @@ def test_bad_configurations_name_the_fix():
         fit(build(kd_weight=0.0, label_weight=1.0), make_loader(labels=False))
     with pytest.raises(ValueError, match="Close names"):
         build(attention_weight=1.0, attention_pairs=[("bodyy", "body")], input_shape=IMAGE_SHAPE)
+
+
+def test_kd_is_adversarial_distillation_with_the_discriminator_off():
+    """KD and ANC at adversarial weight 0 train the same student, bit for bit: the benchmark's KD row and the
+    default's discriminator-off twin coincide.
+
+    For a student without dropout and a loader whose order does not come from the global random stream (the
+    benchmark's): ANC's adapter and adversarial samples draw from that stream, so a dropout student's masks differ.
+    """
+    sgd = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9)
+    builders = (
+        lambda t, s: KnowledgeDistillation(t, s, optimizer=sgd),
+        lambda t, s: AdversarialDistillation(t, s, adversarial_weight=0.0, student_optimizer=sgd),
+    )
+    students = []
+    for make in builders:
+        L.seed_everything(0, verbose=False)
+        teacher, student = make_networks()
+        student.dropout = torch.nn.Identity()
+        module = make(teacher, student)
+        callbacks = [R1Penalty()] if isinstance(module, AdversarialDistillation) else []
+        fit(module, make_loader(), max_epochs=2, callbacks=callbacks)
+        students.append(state(module.student))
+    assert_same_state(*students)
+    assert not torch.equal(students[0]["fc.weight"], make_networks()[1].fc.weight), "the student trained"
