@@ -507,10 +507,14 @@ def describe(diffs: list[float]) -> dict | None:
             "wins": sum(d > 0 for d in diffs)}  # fmt: skip
 
 
+def row_order(method: str) -> int:
+    """Where a method's row comes in the tables: the order of ``ROWS`` (unknown names last)."""
+    return next((i for i, name in enumerate(ROWS) if name == method), len(ROWS))
+
+
 def pooled_over_settings(runs: list[dict]) -> list[dict]:
     """Each adversarial method against its twin, every paired seed of every setting it ran in pooled."""
-    order = {name: i for i, name in enumerate(ROWS)}
-    methods = sorted({r["method"] for r in runs if r.get("adversarial")}, key=lambda m: order.get(m, 99))
+    methods = sorted({r["method"] for r in runs if r.get("adversarial")}, key=row_order)
     pooled = []
     for method in methods:
         settings, diffs = [], []
@@ -534,13 +538,12 @@ def default_selection(runs: list[dict]) -> list[dict]:
     The rule the study applies: a variant replaces the default only if it beats it on validation with the 95 %
     interval of the paired difference above 0 (a mean ahead by noise does not move a package default).
     """
-    order = {name: i for i, name in enumerate(ROWS)}
     selection = []
     for where in sorted({setting(r) for r in runs if r["method"] == DEFAULT}):
         variants = {
             r["method"] for r in runs if setting(r) == where and r.get("adversarial") and r["method"] != DEFAULT
         }
-        for method in sorted(variants, key=lambda m: order.get(m, 99)):
+        for method in sorted(variants, key=row_order):
             diff = paired(runs, where, method, DEFAULT, "val_acc")
             if diff is not None:
                 wins = diff["n"] > 1 and diff["low"] > 0
@@ -559,10 +562,9 @@ def twin_name(runs: list[dict], where: Setting, method: str) -> str | None:
 
 def summarize(runs: list[dict]) -> list[dict]:
     rows = []
-    order = {name: i for i, name in enumerate(ROWS)}
     methods = sorted(
         {(setting(r), r["method"]) for r in runs},
-        key=lambda sm: (sm[0], order.get(sm[1].removesuffix("_twin"), 99), sm[1].endswith("_twin")),
+        key=lambda sm: (sm[0], row_order(sm[1].removesuffix("_twin")), sm[1].endswith("_twin")),
     )
     for where, method in methods:
         pair = where[0]
