@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -57,17 +58,18 @@ def fit(
     ckpt_path: Path | None = None,
     every: int = 0,
     callbacks: list[Callback] | None = None,
+    model: Callable[[], L.LightningModule] = TinyNet,
     **trainer: object,
-) -> TinyNet:
+) -> L.LightningModule:
+    """Fit ``model()`` (built after seeding) on the datamodule, with a checkpoint every ``every`` global steps."""
     L.seed_everything(0, verbose=False)
-    model = TinyNet()
+    module = model()
     callbacks = list(callbacks or [])
     if every:
         callbacks.append(ModelCheckpoint(root, "{step}", every_n_train_steps=every, save_top_k=-1))
-    options = {"accelerator": "cpu", "devices": 1, **trainer}
+    options = {"accelerator": "cpu", "devices": 1, "max_epochs": 3, **trainer}
     L.Trainer(
         default_root_dir=root,
-        max_epochs=3,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -75,8 +77,8 @@ def fit(
         plugins=[AtomicCheckpointIO()],
         deterministic=True,
         **options,
-    ).fit(model, datamodule=datamodule(data_dir), ckpt_path=ckpt_path)
-    return model
+    ).fit(module, datamodule=datamodule(data_dir), ckpt_path=ckpt_path)
+    return module
 
 
 def untrained() -> TinyNet:
@@ -170,19 +172,19 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_non_zero(fmnist: Path, t
     assert max_diff(fit(fmnist, tmp_path / "reference"), resumed) == 0.0
 
 
-def fit_adversarial(data_dir: Path, root: Path, *, ckpt_path: Path | None = None) -> AdversarialDistillation:
-    """Two epochs of ANC (both optimizers, R1 and adaptive adversarial samples) with a checkpoint after every batch."""
-    L.seed_everything(0, verbose=False)
+def adversarial_module() -> AdversarialDistillation:
+    """ANC of the tiny networks, their classifiers widened to Fashion-MNIST's ten classes."""
     teacher, student = make_networks(0)
-    teacher.fc, student.fc = nn.Linear(24, 10), nn.Linear(8, 10)  # Fashion-MNIST's ten classes
-    module = AdversarialDistillation(teacher, student)
-    regularizers = [R1Penalty(), AdversarialSamples(adaptive_threshold=0.51)]
-    every_batch = ModelCheckpoint(root, "{step}", every_n_train_steps=2, save_top_k=-1)  # two optimizer steps a batch
-    L.Trainer(
-        default_root_dir=root, max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[*regularizers, every_batch], deterministic=True,
-    ).fit(module, datamodule=datamodule(data_dir), ckpt_path=ckpt_path)  # fmt: skip
-    return module
+    teacher.fc, student.fc = nn.Linear(24, 10), nn.Linear(8, 10)
+    return AdversarialDistillation(teacher, student)
+
+
+def fit_adversarial(data_dir: Path, root: Path, *, ckpt_path: Path | None = None) -> L.LightningModule:
+    """Two epochs of ANC (both optimizers, R1 and adaptive adversarial samples) with a checkpoint after every batch."""
+    regularizers: list[Callback] = [R1Penalty(), AdversarialSamples(adaptive_threshold=0.51)]
+    return fit(
+        data_dir, root, ckpt_path=ckpt_path, every=2, callbacks=regularizers, model=adversarial_module, max_epochs=2
+    )  # every=2: two optimizer steps per batch
 
 
 @pytest.mark.parametrize("batch", [3, 8])
